@@ -1,0 +1,76 @@
+"""MAE as the auxiliary task: encode 25% of the patches, reconstruct the pixels of the other 75%."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn as nn
+from timm.layers import build_sincos2d_pos_embed
+from timm.models.vision_transformer import Block
+
+from ssat.auxtasks.masking import masked_mse, num_visible, patchify, random_masking
+from ssat.auxtasks.registry import AuxTask, register_aux
+from ssat.errors import UserError
+from ssat.models.vit import init_mae_style
+
+
+class MAEDecoder(nn.Module):
+    """Light decoder: linear embed -> mask tokens put back in place -> fixed 2-D sin-cos positions ->
+    transformer blocks (timm's, fused SDPA attention) -> norm -> linear to p*p*C pixels per patch."""
+
+    def __init__(self, encoder_dim: int, grid_size: tuple[int, int], patch_pixels: int,
+                 dim: int = 128, depth: int = 2, heads: int = 16):
+        super().__init__()
+        self.embed = nn.Linear(encoder_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        pos = torch.zeros(1, 1 + grid_size[0] * grid_size[1], dim)
+        pos[0, 1:] = build_sincos2d_pos_embed(list(grid_size), dim)
+        self.register_buffer("pos_embed", pos, persistent=False)  # derived from the shape, never trained
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio=4.0, qkv_bias=True,
+                                            norm_layer=partial(nn.LayerNorm, eps=1e-6)) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pred = nn.Linear(dim, patch_pixels)
+        init_mae_style(self)
+
+    def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """latent: (B, 1 + K, D_enc) from the masked encoder pass -> (B, L, p*p*C) pixel predictions."""
+        x = self.embed(latent)
+        b, length = ids_restore.shape
+        mask_tokens = self.mask_token.expand(b, length - (x.shape[1] - 1), -1)
+        patches = torch.cat([x[:, 1:], mask_tokens], dim=1)  # shuffled order: visible first
+        patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
+        x = self.norm(self.blocks(x))
+        return self.pred(x[:, 1:])
+
+
+class MAETask(AuxTask):
+    def __init__(self, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool = False,
+                 dim: int = 128, depth: int = 2, heads: int = 16):
+        super().__init__()
+        if not hasattr(backbone, "forward_masked"):
+            raise UserError(f"{type(backbone).__name__} cannot drop patches, so MAE cannot run on it; "
+                            f"use a ViT backbone")
+        if num_visible(backbone.num_patches, mask_ratio) < 1:
+            raise UserError(f"--mask-ratio {mask_ratio} leaves no visible patch out of {backbone.num_patches}; "
+                            f"lower it or use a smaller --patch-size")
+        self.mask_ratio = mask_ratio
+        self.norm_pix_loss = norm_pix_loss
+        self.decoder = MAEDecoder(backbone.embed_dim, backbone.grid_size,
+                                  backbone.patch_size ** 2 * backbone.in_chans, dim, depth, heads)
+
+    def loss(self, backbone: nn.Module, images: torch.Tensor):
+        ids_keep, mask, ids_restore = random_masking(images.shape[0], backbone.num_patches, self.mask_ratio,
+                                                     images.device)
+        latent = backbone.forward_masked(images, ids_keep)
+        pred = self.decoder(latent, ids_restore)
+        # Target: the (normalised) input image the encoder saw, as the reference.
+        loss = masked_mse(pred, patchify(images, backbone.patch_size), mask, self.norm_pix_loss)
+        return loss, {"loss_mae": loss.detach()}
+
+
+@register_aux("mae")
+def build_mae(backbone: nn.Module, cfg) -> MAETask:
+    return MAETask(backbone, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
+                   dim=cfg.decoder_dim, depth=cfg.decoder_depth, heads=cfg.decoder_heads)

@@ -1,0 +1,139 @@
+"""The `ssat` command. `train` flags are generated from `Config`, so every option has exactly one definition.
+
+Precedence: Config defaults < --config YAML < command-line flags. Any UserError -> `ssat: error: ...`, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Optional
+
+from ssat.config import Config, load_yaml
+from ssat.errors import UserError
+
+# What may differ when a run is resumed: where/how it runs and how long, never what it computes.
+RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download"}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other user error
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(Config):
+        group = groups.setdefault(f.metadata["group"], parser.add_argument_group(f.metadata["group"]))
+        default = f.default
+        help_text = f.metadata["help"] + ("" if default is None else f" [default: {default}]")
+        if f.type in ("bool", "Optional[bool]"):
+            group.add_argument(flag_of(f), dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:  # parsed as text, converted and range-checked by Config (one message style for flags and YAML)
+            group.add_argument(flag_of(f), dest=f.name, metavar=f.name.upper(), default=argparse.SUPPRESS,
+                               help=help_text)
+
+
+def registry_epilog() -> str:
+    from ssat.auxtasks import AUX_TASKS
+    from ssat.data import DATASETS
+    from ssat.models import MODELS
+    from ssat.objective import METHODS
+    lines = ["models:"] + [f"  {n:<12} {s.description}" for n, s in MODELS.items()]
+    lines += ["data sets:"] + [f"  {n:<12} {s.description}" for n, s in DATASETS.items()]
+    lines += [f"methods: {', '.join(METHODS)}    auxiliary tasks: {', '.join(AUX_TASKS)}"]
+    return "\n".join(lines)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="ssat", description="Train Vision Transformers on small data sets with a "
+                    "Self-Supervised Auxiliary Task (SSAT: joint classification + MAE reconstruction).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    train = sub.add_parser("train", help="train a model (scratch or ssat) into a run directory",
+                           description="Train one run. Defaults are the reference implementation's.",
+                           epilog=registry_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--config", help="YAML file of options (flags given here override it)")
+    train.add_argument("--resume", metavar="RUN", help="continue a killed run: its directory or checkpoint-last.pt "
+                       f"(only {', '.join(sorted('--' + r.replace('_', '-') for r in RESUMABLE))} may change)")
+    add_config_flags(train)
+
+    ev = sub.add_parser("eval", help="top-1/top-5 accuracy of a trained model (prints one JSON line)",
+                        description="Evaluate the primary stream (encoder + head) on a data set's test split.")
+    ev.add_argument("--checkpoint", required=True, help="run directory, model.safetensors or checkpoint-last.pt")
+    ev.add_argument("--dataset", help="data set to evaluate on [default: the one it was trained on]")
+    ev.add_argument("--data-root", help="folder of that data set's files [default: the training run's]")
+    ev.add_argument("--download", action="store_true", help="download the data set if missing (needs internet)")
+    ev.add_argument("--batch-size", type=int, default=256, help="images per batch [default: 256]")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
+
+    pr = sub.add_parser("predict", help="top-k labels for image files (one JSON line per image)",
+                        description="Classify image files with a trained model's primary stream.")
+    pr.add_argument("--checkpoint", required=True, help="run directory, model.safetensors or checkpoint-last.pt")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    pr.add_argument("--topk", type=int, default=5, help="labels to print per image [default: 5]")
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
+
+    tb = sub.add_parser("table", help="side-by-side table of finished runs (from their summary.json)",
+                        description="Print a Markdown table of runs; a directory is searched for runs below it.")
+    tb.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or directories holding runs")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[str]]:
+    """Merge defaults < YAML < flags. With --resume, the run's own config is the base and only RESUMABLE
+    options may be given."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    if args.resume:
+        from ssat.runs import load_checkpoint
+        fixed = sorted(set(given) - RESUMABLE) + (["config"] if args.config else [])
+        if fixed:
+            raise UserError(f"--resume continues a run with its own settings, so {', '.join(fixed)} cannot be "
+                            f"changed; start a new run with --out to change them")
+        base = load_checkpoint(args.resume)["config"]
+        return Config.from_dict({**base, **given}, source="command line"), args.resume
+    base = load_yaml(args.config) if args.config else {}
+    cfg = Config.from_dict({**base}, source=args.config or "config")
+    return Config.from_dict({**cfg.to_dict(), **given}, source="command line"), None
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if args.command == "train":
+            from ssat.commands.train import train
+            cfg, resume = config_from_args(args)
+            summary = train(cfg, resume=resume)
+            print(json.dumps({k: summary[k] for k in ("method", "model", "dataset", "epochs", "test_acc1",
+                                                       "test_acc5", "best_acc1", "train_time_s")}
+                             | {"run": cfg.out}))
+        elif args.command == "eval":
+            from ssat.commands.inference import evaluate_checkpoint
+            print(json.dumps(evaluate_checkpoint(args.checkpoint, args.dataset, args.data_root, args.download,
+                                                 args.batch_size, args.device)))
+        elif args.command == "predict":
+            from ssat.commands.inference import predict, print_json_lines
+            if args.topk < 1:
+                raise UserError(f"--topk must be at least 1, got {args.topk}")
+            print_json_lines(predict(args.checkpoint, args.images, args.topk, args.device))
+        elif args.command == "table":
+            from ssat.commands.table import collect, markdown
+            print(markdown(collect(args.runs)))
+    except UserError as e:
+        print(f"ssat: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ssat: interrupted; a training run continues from its last epoch with `ssat train --resume DIR`",
+              file=sys.stderr)
+        return 130
+    return 0

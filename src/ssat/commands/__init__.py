@@ -1,0 +1,1 @@
+"""Thin command implementations: each wires config -> data -> model -> engine -> run directory."""

@@ -1,0 +1,87 @@
+"""`ssat eval` and `ssat predict`: the primary stream (encoder + head) of a trained run, nothing else."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader
+
+from ssat import engine
+from ssat.commands.train import resolve_device, resolve_precision
+from ssat.config import Config
+from ssat.data import load_dataset
+from ssat.data.transforms import Transformed, eval_transform
+from ssat.errors import UserError
+from ssat.models import build_backbone
+from ssat.runs import load_trained
+
+
+def load_classifier(checkpoint: str, device: torch.device):
+    """-> (backbone in eval mode, its Config, its data metadata). Only encoder + head weights are loaded."""
+    tensors, meta = load_trained(checkpoint)
+    cfg = Config.from_dict(meta["config"], source=str(checkpoint))
+    data = meta["data"]
+    backbone = build_backbone(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size,
+                              in_chans=data["in_chans"], num_classes=len(data["classes"]),
+                              global_pool=cfg.global_pool, pos_embed=cfg.pos_embed)
+    try:
+        backbone.encoder.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {checkpoint} does not fit model {cfg.model} "
+                        f"({str(e).splitlines()[1].strip()[:160] if len(str(e).splitlines()) > 1 else e}); "
+                        f"it was not written by this version of ssat, retrain or re-export it") from None
+    return backbone.to(device).eval(), cfg, data
+
+
+def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_root: Optional[str] = None,
+                        download: bool = False, batch_size: int = 256, device: str = "auto",
+                        workers: int = 0) -> dict:
+    dev = resolve_device(device)
+    model, cfg, meta = load_classifier(checkpoint, dev)
+    name = dataset or cfg.dataset
+    data = load_dataset(name, data_root if data_root is not None else (cfg.data_root if dataset is None else None),
+                        download)
+    if data.num_classes != len(meta["classes"]):
+        raise UserError(f"wrong class count: the checkpoint predicts {len(meta['classes'])} classes but {name} has "
+                        f"{data.num_classes}; evaluate on a data set with the classes it was trained on")
+    if data.in_chans != meta["in_chans"]:
+        raise UserError(f"the checkpoint takes {meta['in_chans']}-channel images but {name} has "
+                        f"{data.in_chans}; evaluate on a data set like the one it was trained on")
+    loader = DataLoader(Transformed(data.test, eval_transform(cfg, meta["mean"], meta["std"])),
+                        batch_size=batch_size, num_workers=workers)
+    amp_dtype, _ = resolve_precision(cfg.precision, dev)
+    result = engine.evaluate(model, loader, device=dev, amp_dtype=amp_dtype)
+    return {"checkpoint": str(checkpoint), "dataset": name, **result}
+
+
+def read_image(path: str, in_chans: int) -> Image.Image:
+    if not Path(path).is_file():
+        raise UserError(f"image {path} does not exist; pass paths of image files")
+    try:
+        with Image.open(path) as im:
+            return im.convert("L" if in_chans == 1 else "RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{path} is not a readable image ({e}); pass a PNG/JPEG file") from None
+
+
+@torch.inference_mode()
+def predict(checkpoint: str, images: list[str], topk: int = 5, device: str = "auto") -> list[dict]:
+    dev = resolve_device(device)
+    model, cfg, meta = load_classifier(checkpoint, dev)
+    transform = eval_transform(cfg, meta["mean"], meta["std"])
+    batch = torch.stack([transform(read_image(p, meta["in_chans"])) for p in images]).to(dev)
+    probs = model(batch).float().softmax(dim=1)
+    top = probs.topk(min(topk, probs.shape[1]), dim=1)
+    return [{"image": path, "top": [{"label": meta["classes"][i], "index": int(i), "prob": round(float(p), 4)}
+                                    for p, i in zip(ps.tolist(), idx.tolist())]}
+            for path, ps, idx in zip(images, top.values, top.indices)]
+
+
+def print_json_lines(rows) -> None:
+    for row in rows:
+        print(json.dumps(row), file=sys.stdout)

@@ -1,0 +1,189 @@
+"""`ssat train`: config -> data -> model -> engine, epoch by epoch, into a run directory (resumable)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+import timm
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from ssat import engine
+from ssat.config import Config, default_patch_size
+from ssat.data import DataBundle, load_dataset
+from ssat.data.subsets import class_counts, stratified_fraction
+from ssat.data.transforms import Transformed, eval_transform, train_transform
+from ssat.errors import UserError
+from ssat.objective import SSATModel, build_model
+from ssat.runs import RunDir, load_checkpoint, rng_state, save_checkpoint, save_weights, seed_everything, \
+    set_rng_state
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for, but CUDA is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> tuple[Optional[torch.dtype], bool]:
+    """-> (autocast dtype or None for fp32, whether a GradScaler is needed)."""
+    if name == "auto":
+        name = "bf16" if device.type == "cuda" else "fp32"
+    return {"fp32": (None, False), "bf16": (torch.bfloat16, False), "fp16": (torch.float16, True)}[name]
+
+
+def resolve_for_data(cfg: Config, data: DataBundle) -> Config:
+    """Fill the options whose default depends on the data set, so config.yaml records what actually ran."""
+    cfg.img_size = cfg.img_size or data.native_size
+    cfg.patch_size = cfg.patch_size or default_patch_size(cfg.img_size)
+    cfg.hflip = data.hflip if cfg.hflip is None else cfg.hflip
+    cfg.out = cfg.out or f"runs/{cfg.dataset}-{cfg.model}-{cfg.method}-s{cfg.seed}"
+    return cfg.validate()
+
+
+def data_meta(data: DataBundle) -> dict:
+    return {"classes": data.classes, "in_chans": data.in_chans, "mean": list(data.mean), "std": list(data.std)}
+
+
+def make_loaders(cfg: Config, data: DataBundle, device: torch.device, log: Callable[[str], None]):
+    indices = stratified_fraction(data.train_targets, cfg.fraction, cfg.subset_seed)
+    if cfg.fraction < 1:
+        counts = class_counts(data.train_targets, indices)
+        log(f"fraction {cfg.fraction}: {len(indices)} of {len(data.train_targets)} training images; per class "
+            + ", ".join(f"{data.classes[c]}={n}" for c, n in counts.items()))
+    train_tf = train_transform(cfg, data.mean, data.std, data.native_size, cfg.hflip)
+    train_set = Subset(Transformed(data.train, train_tf, train_tf if cfg.two_views else None), indices)
+    test_set = Transformed(data.test, eval_transform(cfg, data.mean, data.std))
+    workers = cfg.workers if cfg.workers is not None else (0 if device.type == "cpu" else min(8, os.cpu_count()))
+    # Full batches only (as the reference), unless the subset is smaller than one batch.
+    drop_last = len(train_set) >= cfg.batch_size
+    common = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last, **common)
+    test_loader = DataLoader(test_set, batch_size=max(cfg.batch_size, 256), shuffle=False, **common)
+    return train_loader, test_loader
+
+
+def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str], None]] = None) -> dict:
+    """Train (or resume) one run and return its summary. `resume` is a run directory or checkpoint path;
+    its config is the one used (the CLI has already merged the few options allowed to change)."""
+    log = log or (lambda msg: None if cfg.quiet else print(msg, file=sys.stderr, flush=True))
+    state = load_checkpoint(resume) if resume else None
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    amp_dtype, needs_scaler = resolve_precision(cfg.precision, device)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
+    resolve_for_data(cfg, data)
+    run = RunDir(cfg.out).create()
+    if state is None and run.checkpoint.exists():
+        raise UserError(f"{run.path} already holds a run; continue it with --resume {run.path} "
+                        f"or choose another --out")
+    if state is not None and state["data"]["classes"] != data.classes:
+        raise UserError(f"checkpoint {resume} was trained on other classes than {cfg.dataset} at "
+                        f"{cfg.data_root}; resume with the same data")
+    run.write_config(cfg)
+    train_loader, test_loader = make_loaders(cfg, data, device, log)
+
+    seed_everything(cfg.seed)
+    model: SSATModel = build_model(cfg, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
+    effective_batch = cfg.batch_size * cfg.accum_steps
+    lr = cfg.lr if cfg.lr is not None else cfg.blr * effective_batch / 256
+    optimizer = engine.build_optimizer(model, lr, cfg.weight_decay, device)
+    updates_per_epoch = -(-len(train_loader) // cfg.accum_steps)
+    scheduler = engine.build_scheduler(optimizer, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                       updates_per_epoch=updates_per_epoch, min_lr=cfg.min_lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
+
+    start_epoch, best_acc1, best_epoch, train_time, wall_time = 0, 0.0, 0, 0.0, 0.0
+    images_per_epoch = len(train_loader) * cfg.batch_size if train_loader.drop_last else len(train_loader.dataset)
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"checkpoint {resume} does not match this model "
+                            f"({str(e).splitlines()[0][:160]}); resume with the config it was written with") from None
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start_epoch, best_acc1, best_epoch = state["epoch"], state["best_acc1"], state["best_epoch"]
+        train_time, wall_time = state["train_time_s"], state["wall_time_s"]
+        if start_epoch >= cfg.epochs and run.summary.exists():
+            log(f"{run.path} already finished all {cfg.epochs} epochs; raise --epochs to train further")
+            return json.loads(run.summary.read_text())
+        log(f"resuming {run.path} after epoch {start_epoch} of {cfg.epochs}")
+    run.keep_metrics_before(start_epoch + 1)
+
+    n_params = sum(p.numel() for p in model.backbone.parameters())
+    n_params_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"{cfg.method} {cfg.model} on {cfg.dataset}: {len(train_loader.dataset)} train / "
+        f"{len(test_loader.dataset)} test images, {cfg.img_size}px, patch {cfg.patch_size}, "
+        f"{n_params / 1e6:.2f}M params ({n_params_train / 1e6:.2f}M trained), lr {lr:.2e}, {device}"
+        + (f" {amp_dtype}" if amp_dtype else ""))
+
+    resumed_train_time = train_time
+    for epoch in range(start_epoch, cfg.epochs):
+        # Re-seed every epoch from (seed, epoch): a resumed epoch draws exactly the same augmentations,
+        # shuffles, masks and drop-path as in an uninterrupted run.
+        seed_everything(cfg.seed * 100_003 + epoch)
+        t0 = time.perf_counter()
+        tr = engine.train_one_epoch(model, train_loader, optimizer, scheduler, scaler, epoch=epoch, device=device,
+                                    amp_dtype=amp_dtype, accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad,
+                                    progress=not cfg.quiet and sys.stderr.isatty())
+        t1 = time.perf_counter()
+        ev = engine.evaluate(model.predict, test_loader, device=device, amp_dtype=amp_dtype)
+        epoch_time = time.perf_counter() - t0
+        train_time, wall_time = train_time + (t1 - t0), wall_time + epoch_time
+        if ev["acc1"] > best_acc1:
+            best_acc1, best_epoch = ev["acc1"], epoch + 1
+        row = {"epoch": epoch + 1, "lr": tr["lr"], "loss": tr["loss"], "loss_primary": tr["loss_primary"],
+               "loss_aux": tr.get("loss_aux"), "train_acc1": tr["acc1"], "train_acc5": tr["acc5"],
+               "val_loss": ev["loss"], "val_acc1": ev["acc1"], "val_acc5": ev["acc5"],
+               "epoch_time_s": round(epoch_time, 3)}
+        run.append_metrics(row)
+        save_checkpoint(run.checkpoint, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": epoch + 1, "rng": rng_state(), "config": cfg.to_dict(),
+            "data": data_meta(data), "best_acc1": best_acc1, "best_epoch": best_epoch,
+            "train_time_s": train_time, "wall_time_s": wall_time})
+        aux = f" (primary {tr['loss_primary']:.4f}, aux {tr['loss_aux']:.4f})" if "loss_aux" in tr else ""
+        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}{aux}  train acc {tr['acc1']:.1f}  "
+            f"val acc1 {ev['acc1']:.2f} acc5 {ev['acc5']:.2f}  {epoch_time:.1f}s")
+
+    last = run.read_metrics()[-1]
+    save_weights(run.weights, model.backbone.encoder.state_dict(),
+                 {"config": cfg.to_dict(), "data": data_meta(data),
+                  "timm": {"name": model.backbone.timm_name, **model.backbone.timm_kwargs}})
+    summary = {
+        "method": cfg.method, "aux": cfg.aux if cfg.method == "ssat" else None, "model": cfg.model,
+        "dataset": cfg.dataset, "fraction": cfg.fraction, "epochs": cfg.epochs, "seed": cfg.seed,
+        "lambda": cfg.lam if cfg.method == "ssat" else None, "mask_ratio": cfg.mask_ratio if cfg.method == "ssat"
+        else None, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
+        "test_acc1": last["val_acc1"], "test_acc5": last["val_acc5"], "test_loss": last["val_loss"],
+        "best_acc1": best_acc1, "best_epoch": best_epoch,
+        "params": n_params, "params_train": n_params_train,
+        "train_time_s": round(train_time, 2), "wall_time_s": round(wall_time, 2),
+        "train_images_per_s": round(images_per_epoch * (cfg.epochs - start_epoch)
+                                    / max(1e-9, train_time - resumed_train_time), 1),
+        "n_train": len(train_loader.dataset), "n_test": len(test_loader.dataset),
+        "batch_size": effective_batch, "lr": lr, "device": str(device),
+        "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+        "versions": {"torch": torch.__version__, "timm": timm.__version__},
+    }
+    run.write_summary(summary)
+    return summary

@@ -1,0 +1,199 @@
+"""One place for every training option: its default (the reference implementation's unless noted), its help
+text, its command-line flag and its valid range. The CLI flags, the YAML files and `config.yaml` in a run
+directory are all generated from / checked against the `Config` dataclass below."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ssat.errors import UserError
+
+
+def opt(default: Any, help: str, group: str, flag: Optional[str] = None, choices: Optional[str] = None):
+    """A Config field with the metadata the CLI needs (help text, --help group, flag name if not derived)."""
+    return field(default=default, metadata={"help": help, "group": group, "flag": flag, "choices": choices})
+
+
+@dataclass
+class Config:
+    # --- data -------------------------------------------------------------------------------------------
+    dataset: str = opt("digits", "data set name (see `ssat train --help` epilog)", "data")
+    data_root: Optional[str] = opt(None, "folder holding the data set's files (not needed for digits)", "data")
+    download: bool = opt(False, "download the data set into --data-root if it is missing (needs internet)", "data")
+    fraction: float = opt(1.0, "keep this stratified, seeded fraction of the training set, in (0, 1]", "data")
+    subset_seed: int = opt(127, "seed of the --fraction subset (127 as the reference; independent of --seed so "
+                                "every method/seed sees the same subset)", "data")
+    img_size: Optional[int] = opt(None, "input size in pixels (default: the data set's native size)", "data")
+    workers: Optional[int] = opt(None, "data-loader worker processes (default: 0 on CPU, 8 on CUDA)", "data")
+
+    # --- augmentation -----------------------------------------------------------------------------------
+    rand_augment: str = opt("rand-m9-mstd0.5-inc1", "timm RandAugment policy, or 'none'", "augmentation")
+    reprob: float = opt(0.25, "random-erasing probability (pixel mode)", "augmentation")
+    hflip: Optional[bool] = opt(None, "random horizontal flip (default: on, except for data sets where a flip "
+                                      "changes the label, e.g. digits)", "augmentation")
+    crop: str = opt("auto", "train crop: 'pad' (random crop with zero padding of img/8, for small images), 'rrc' "
+                            "(timm random-resized crop, as the reference at 224 px) or 'auto' (pad below 64 px)",
+                    "augmentation", choices="auto,pad,rrc")
+    two_views: bool = opt(False, "feed the auxiliary stream a second, independently augmented view of each image "
+                                 "(default: the same augmented image, as the released reference code)",
+                          "augmentation")
+
+    # --- model ------------------------------------------------------------------------------------------
+    model: str = opt("vit_tiny", "backbone name (`ssat train --help` lists them)", "model")
+    patch_size: Optional[int] = opt(None, "patch size (default: 2 below 16 px, 4 below 64 px, else 16)", "model")
+    drop_path: float = opt(0.1, "stochastic-depth rate of the encoder", "model")
+    global_pool: str = opt("token", "classifier input: 'token' (class token, as the reference) or 'avg' "
+                                    "(mean of patch tokens)", "model", choices="token,avg")
+    pos_embed: str = opt("sincos", "encoder position embedding: 'sincos' (fixed 2-D sin-cos, as the reference) or "
+                                   "'learned'", "model", choices="sincos,learned")
+
+    # --- method -----------------------------------------------------------------------------------------
+    method: str = opt("ssat", "'ssat' (primary + auxiliary loss) or 'scratch' (primary loss only, no decoder)",
+                      "method")
+    aux: str = opt("mae", "auxiliary task of --method ssat", "method")
+    lam: float = opt(0.1, "λ in λ·L_primary + (1−λ)·L_aux, in [0, 1] (reference: 0.1)", "method", flag="--lambda")
+    mask_ratio: float = opt(0.75, "fraction of patches hidden from the auxiliary stream, in (0, 1)", "method")
+    decoder_dim: int = opt(128, "MAE decoder width", "method")
+    decoder_depth: int = opt(2, "MAE decoder blocks", "method")
+    decoder_heads: int = opt(16, "MAE decoder attention heads", "method")
+    norm_pix_loss: bool = opt(False, "reconstruct per-patch normalised pixels (MAE option; reference: off)", "method")
+    label_smoothing: float = opt(0.1, "label smoothing of the classification loss", "method")
+
+    # --- optimisation -----------------------------------------------------------------------------------
+    epochs: int = opt(100, "training epochs", "optimisation")
+    warmup_epochs: float = opt(5, "linear warm-up epochs, then half-cycle cosine to --min-lr", "optimisation")
+    batch_size: int = opt(64, "images per step (per process)", "optimisation")
+    accum_steps: int = opt(1, "gradient-accumulation steps (effective batch = batch-size × accum-steps)",
+                           "optimisation")
+    blr: float = opt(1e-3, "base learning rate: lr = blr × effective batch / 256", "optimisation")
+    lr: Optional[float] = opt(None, "absolute learning rate (overrides --blr)", "optimisation")
+    min_lr: float = opt(1e-6, "final learning rate of the cosine schedule", "optimisation")
+    weight_decay: float = opt(0.05, "AdamW weight decay (none on norms, biases, position embeddings, tokens)",
+                              "optimisation")
+    clip_grad: Optional[float] = opt(None, "clip the gradient norm to this value (default: no clipping)",
+                                     "optimisation")
+
+    # --- run --------------------------------------------------------------------------------------------
+    seed: int = opt(0, "random seed (model init, augmentation, masking)", "run")
+    deterministic: bool = opt(False, "deterministic algorithms (bit-identical reruns and resumes on CPU)", "run")
+    device: str = opt("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'", "run")
+    precision: str = opt("auto", "'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32', 'bf16' or 'fp16' "
+                                 "(fp16 autocast + GradScaler, as the reference)", "run",
+                         choices="auto,fp32,bf16,fp16")
+    out: Optional[str] = opt(None, "run directory (default: runs/<dataset>-<model>-<method>-s<seed>)", "run")
+    quiet: bool = opt(False, "no progress bar or per-epoch lines", "run")
+
+    # ---------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"{source}: unknown option(s) {', '.join(unknown)}; "
+                            f"`ssat train --help` lists the valid ones")
+        cfg = cls(**values)
+        cfg.coerce_types(source)
+        return cfg
+
+    def coerce_types(self, source: str = "config") -> None:
+        """YAML gives `1e-3` as a string and `5` as an int: bring each value to its field's type."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            kind = f.type.replace("Optional[", "").rstrip("]")
+            try:
+                if kind == "float":
+                    value = float(value)
+                elif kind == "int":
+                    if isinstance(value, float) and not value.is_integer():
+                        raise ValueError
+                    value = int(value)
+                elif kind == "bool" and not isinstance(value, bool):
+                    raise ValueError
+                elif kind == "str":
+                    value = str(value)
+            except (TypeError, ValueError):
+                raise UserError(f"{source}: option '{f.name}' must be a {kind}, got {value!r}") from None
+            setattr(self, f.name, value)
+
+    def validate(self) -> "Config":
+        """Check every range; names are checked against the registries. Raises UserError naming the fix."""
+        from ssat.auxtasks import AUX_TASKS
+        from ssat.data import DATASETS
+        from ssat.models import MODELS
+        from ssat.objective import METHODS
+
+        def one_of(what: str, value: str, valid) -> None:
+            if value not in valid:
+                raise UserError(f"unknown {what} '{value}'; choose one of: {', '.join(sorted(valid))}")
+
+        one_of("data set", self.dataset, DATASETS)
+        one_of("model", self.model, MODELS)
+        one_of("method", self.method, METHODS)
+        one_of("auxiliary task", self.aux, AUX_TASKS)
+        for f in dataclasses.fields(self):
+            if f.metadata.get("choices"):
+                one_of(f.name.replace("_", "-"), getattr(self, f.name), f.metadata["choices"].split(","))
+
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise UserError(message)
+
+        check(0.0 <= self.lam <= 1.0, f"--lambda must be in [0, 1], got {self.lam} (0.1 is the reference value)")
+        check(0.0 < self.mask_ratio < 1.0, f"--mask-ratio must be in (0, 1), got {self.mask_ratio} (0.75 is MAE's)")
+        check(0.0 < self.fraction <= 1.0, f"--fraction must be in (0, 1], got {self.fraction} (1 = all images)")
+        check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        check(self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        check(self.accum_steps >= 1, f"--accum-steps must be at least 1, got {self.accum_steps}")
+        check(self.blr > 0, f"--blr must be positive, got {self.blr}")
+        check(self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}")
+        check(self.min_lr >= 0, f"--min-lr must be >= 0, got {self.min_lr}")
+        check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        check(self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive, got {self.clip_grad}")
+        check(0.0 <= self.drop_path < 1.0, f"--drop-path must be in [0, 1), got {self.drop_path}")
+        check(0.0 <= self.reprob <= 1.0, f"--reprob must be in [0, 1], got {self.reprob}")
+        check(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        check(self.img_size is None or self.img_size >= 2, f"--img-size must be at least 2, got {self.img_size}")
+        check(self.patch_size is None or self.patch_size >= 1, f"--patch-size must be >= 1, got {self.patch_size}")
+        check(self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+        check(self.decoder_dim % self.decoder_heads == 0,
+              f"--decoder-dim ({self.decoder_dim}) must be divisible by --decoder-heads ({self.decoder_heads})")
+        check(self.decoder_dim % 4 == 0, f"--decoder-dim must be divisible by 4 (2-D sin-cos), got {self.decoder_dim}")
+        if self.img_size is not None and self.patch_size is not None:
+            check(self.img_size % self.patch_size == 0,
+                  f"--img-size {self.img_size} is not a multiple of --patch-size {self.patch_size}; "
+                  f"pick a patch size that divides it")
+        return self
+
+
+def default_patch_size(img_size: int) -> int:
+    """Small images get small patches so the encoder still sees a grid of >= 4x4 tokens."""
+    return 2 if img_size < 16 else 4 if img_size < 64 else 16
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from None
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a mapping of option: value")
+    # Accept the flag spelling too (`mask-ratio`, `lambda`).
+    return {("lam" if k == "lambda" else str(k).replace("-", "_")): v for k, v in values.items()}
+
+
+def save_yaml(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

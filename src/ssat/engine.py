@@ -1,0 +1,110 @@
+"""Optimiser, schedule, one training epoch and evaluation. Nothing here knows about the CLI or run directories."""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import nullcontext
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from timm.optim import param_groups_weight_decay
+from timm.scheduler import CosineLRScheduler
+from tqdm import tqdm
+
+from ssat.errors import UserError
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device):
+    """AdamW; no weight decay on norms, biases (all 1-d parameters), position embeddings and tokens."""
+    groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=model.no_weight_decay())
+    return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda")
+
+
+def build_scheduler(optimizer, *, epochs: int, warmup_epochs: float, updates_per_epoch: int, min_lr: float):
+    """Per-update linear warm-up from 0, then half-cycle cosine to `min_lr` (the MAE/reference schedule)."""
+    # timm warns that cosine "has no effect" when a short run is all warm-up; that is expected here.
+    logging.getLogger("timm.scheduler.cosine_lr").setLevel(logging.ERROR)
+    total = epochs * updates_per_epoch
+    warmup = min(int(round(warmup_epochs * updates_per_epoch)), total - 1)
+    return CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=min_lr, warmup_t=warmup,
+                             warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[torch.Tensor]:
+    """Number of samples whose label is in the top-k, for each k (k capped at the class count)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top.eq(targets.unsqueeze(1))
+    return [hits[:, :min(k, logits.shape[1])].any(dim=1).sum() for k in ks]
+
+
+def _to(device, batch):
+    return [t.to(device, non_blocking=True) for t in batch]
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, device: torch.device,
+                    amp_dtype: Optional[torch.dtype], accum_steps: int = 1, clip_grad: Optional[float] = None,
+                    progress: bool = False) -> dict:
+    model.train()
+    updates_per_epoch = math.ceil(len(loader) / accum_steps)
+    sums: dict[str, torch.Tensor] = {}  # summed on device: no host sync inside the loop
+    seen = 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
+    optimizer.zero_grad(set_to_none=True)
+    for i, batch in enumerate(bar):
+        images, targets, *aux_images = _to(device, batch)
+        if i % accum_steps == 0:
+            scheduler.step_update(epoch * updates_per_epoch + i // accum_steps)
+
+        with autocast(device, amp_dtype):
+            out = model(images, targets, aux_images[0] if aux_images else None)
+        scaler.scale(out.loss / accum_steps).backward()
+
+        if (i + 1) % accum_steps == 0 or i + 1 == len(loader):
+            if clip_grad is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+
+        n = targets.shape[0]
+        acc1, acc5 = topk_correct(out.logits.detach(), targets)
+        for name, value in {"loss": out.loss.detach() * n, "acc1": acc1, "acc5": acc5,
+                            **{k: v * n for k, v in out.parts.items()}}.items():
+            sums[name] = sums.get(name, 0) + value.float()
+        seen += n
+        if progress and i % 10 == 0:
+            bar.set_postfix(loss=f"{out.loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+
+    stats = {k: v.item() / seen for k, v in sums.items()}
+    if not math.isfinite(stats["loss"]):
+        raise UserError(f"training diverged: the loss is {stats['loss']} in epoch {epoch + 1}; "
+                        f"lower --blr or set --clip-grad 1.0")
+    stats["acc1"] *= 100
+    stats["acc5"] *= 100
+    stats["lr"] = optimizer.param_groups[0]["lr"]
+    return stats
+
+
+@torch.inference_mode()
+def evaluate(predict, loader, *, device: torch.device, amp_dtype: Optional[torch.dtype] = None) -> dict:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy of `predict(images) -> logits` over `loader`."""
+    loss = correct1 = correct5 = 0.0
+    seen = 0
+    for images, targets, *_ in loader:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            logits = predict(images).float()
+        acc1, acc5 = topk_correct(logits, targets)
+        loss += nn.functional.cross_entropy(logits, targets, reduction="sum")
+        correct1, correct5, seen = correct1 + acc1, correct5 + acc5, seen + targets.shape[0]
+    if seen == 0:
+        raise UserError("the evaluation set is empty; check the data set's test/val split")
+    return {"acc1": 100 * float(correct1) / seen, "acc5": 100 * float(correct5) / seen,
+            "loss": float(loss) / seen, "n": seen}

@@ -1,0 +1,96 @@
+"""timm Vision Transformers as SSAT backbones.
+
+The encoder *is* a timm `VisionTransformer` (so `model.safetensors` loads straight into
+`timm.create_model(...)`); this module only adds the masked forward the MAE auxiliary stream needs and the
+reference's fixed 2-D sin-cos position embedding and MAE-style initialisation."""
+
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn as nn
+from timm.layers import build_sincos2d_pos_embed
+
+from ssat.models.registry import register_model
+
+
+class ViTBackbone(nn.Module):
+    def __init__(self, timm_name: str, *, img_size: int, patch_size: int, in_chans: int, num_classes: int,
+                 drop_path: float, global_pool: str, pos_embed: str):
+        super().__init__()
+        # The timm create_model kwargs are kept so a checkpoint can rebuild exactly this encoder.
+        self.timm_kwargs = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                                num_classes=num_classes, drop_path_rate=drop_path, global_pool=global_pool)
+        self.timm_name = timm_name
+        self.encoder = timm.create_model(timm_name, pretrained=False, **self.timm_kwargs)
+        if self.encoder.num_prefix_tokens != 1 or self.encoder.no_embed_class:
+            raise ValueError(f"{timm_name}: SSAT expects exactly one class token with its own position")
+        self.in_chans = in_chans
+        self.patch_size = patch_size
+        self.grid_size = tuple(self.encoder.patch_embed.grid_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.embed_dim = self.encoder.embed_dim
+        self.num_classes = num_classes
+        init_mae_style(self.encoder)
+        if pos_embed == "sincos":
+            # Fixed, not learned (as MAE and the reference); the class token's position stays zero.
+            with torch.no_grad():
+                self.encoder.pos_embed.zero_()
+                self.encoder.pos_embed[0, 1:] = build_sincos2d_pos_embed(list(self.grid_size), self.embed_dim)
+            self.encoder.pos_embed.requires_grad_(False)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.forward_features(x)
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.encoder.forward_head(tokens)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def forward_masked(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
+        """Encode only the patches in `ids_keep` (B, K) plus the class token -> (B, 1 + K, D).
+
+        Position embeddings are added *before* gathering, so each kept patch keeps its true position;
+        masked patches never enter the blocks (that is where MAE's saving comes from)."""
+        enc = self.encoder
+        tokens = enc.patch_embed(x) + enc.pos_embed[:, 1:]
+        tokens = torch.gather(tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        cls = (enc.cls_token + enc.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        tokens = enc.norm_pre(enc.pos_drop(torch.cat([cls, tokens], dim=1)))
+        return enc.norm(enc.blocks(tokens))
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+
+
+def init_mae_style(module: nn.Module) -> None:
+    """The reference (MAE) initialisation: xavier-uniform linears and patch projection, zero biases,
+    N(0, 0.02) tokens -- so that a from-scratch run starts where the reference's does."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    patch_embed = getattr(module, "patch_embed", None)
+    if patch_embed is not None:
+        w = patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+    for name in ("cls_token", "mask_token"):
+        token = getattr(module, name, None)
+        if isinstance(token, nn.Parameter):
+            nn.init.normal_(token, std=0.02)
+
+
+def _vit(timm_name: str):
+    def build(**kwargs) -> ViTBackbone:
+        return ViTBackbone(timm_name, **kwargs)
+    return build
+
+
+register_model("vit_tiny", _vit("vit_tiny_patch16_224"), "ViT-Ti: 192-d, 12 blocks, 3 heads")
+register_model("vit_small", _vit("vit_small_patch16_224"), "ViT-S: 384-d, 12 blocks, 6 heads")
+register_model("vit_base", _vit("vit_base_patch16_224"), "ViT-B: 768-d, 12 blocks, 12 heads")

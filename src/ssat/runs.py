@@ -1,0 +1,173 @@
+"""The run-directory contract:
+
+    DIR/config.yaml           the full resolved config
+    DIR/metrics.jsonl         one JSON object per epoch
+    DIR/summary.json          final results (written last: its presence means the run finished)
+    DIR/checkpoint-last.pt    everything needed to resume, written atomically every epoch
+    DIR/model.safetensors     encoder + head only (timm key names), with the config in its metadata
+
+Every file is written to a temporary name and renamed, so a killed run never leaves a half-written file."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ssat.config import Config, save_yaml
+from ssat.errors import UserError
+
+CHECKPOINT = "checkpoint-last.pt"
+WEIGHTS = "model.safetensors"
+FORMAT = "ssat-checkpoint-v1"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)`, fsync, then rename over `path` (atomic on POSIX)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def create(self) -> "RunDir":
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __getattr__(self, name):  # run.checkpoint, run.weights, ...
+        files = {"checkpoint": CHECKPOINT, "weights": WEIGHTS, "config": "config.yaml",
+                 "metrics": "metrics.jsonl", "summary": "summary.json"}
+        if name in files:
+            return self.path / files[name]
+        raise AttributeError(name)
+
+    def write_config(self, cfg: Config) -> None:
+        atomic_write(self.config, lambda tmp: save_yaml(cfg, Path(tmp)))
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def append_metrics(self, row: dict) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def keep_metrics_before(self, epoch: int) -> None:
+        """On resume: drop rows of epochs the checkpoint does not contain (the run died after logging them)."""
+        rows = [r for r in self.read_metrics() if r["epoch"] < epoch]
+        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_text(self.summary, json.dumps(summary, indent=2) + "\n")
+
+
+# --- random state -------------------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    # numpy's state holds an ndarray; stored as a list so the checkpoint loads with weights_only=True.
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, g = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, g))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a training checkpoint safely (`weights_only=True`: no code in the file can run)."""
+    path = resolve_checkpoint(path, prefer=CHECKPOINT)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                        f"pass a checkpoint-last.pt written by `ssat train`") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not an ssat checkpoint (no '{FORMAT}' marker); "
+                        f"pass a checkpoint-last.pt or model.safetensors written by `ssat train`")
+    return state
+
+
+def resolve_checkpoint(path: str | Path, prefer: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in (prefer, CHECKPOINT, WEIGHTS):
+            if (path / name).is_file():
+                return path / name
+        raise UserError(f"{path} holds no {CHECKPOINT} or {WEIGHTS}; pass a run directory written by `ssat train`")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass a run directory, {CHECKPOINT} or {WEIGHTS}")
+    return path
+
+
+def save_weights(path: Path, backbone_state: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in backbone_state.items()}
+    meta = {k: json.dumps(v) for k, v in metadata.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_trained(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Encoder + head weights (timm keys) and their metadata (config, classes, normalisation) from a run
+    directory, a model.safetensors or a checkpoint-last.pt."""
+    path = resolve_checkpoint(path, prefer=WEIGHTS)
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            tensors = load_file(str(path))
+        except Exception as e:  # any failure to parse means the file is not ours or is damaged
+            raise UserError(f"{path} is not a readable safetensors file ({e}); re-export it with `ssat train`") \
+                from None
+        if "config" not in meta or "data" not in meta:
+            raise UserError(f"{path} has no ssat metadata (config, data); pass a model.safetensors written by "
+                            f"`ssat train`")
+        return tensors, meta
+    state = load_checkpoint(path)
+    prefix = "backbone.encoder."
+    tensors = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    return tensors, {"config": state["config"], "data": state["data"]}
