@@ -49,6 +49,9 @@ class Config:
     drop_path: float = opt(0.1, "stochastic-depth rate of the encoder", "model")
     global_pool: str = opt("token", "classifier input: 'token' (class token, as the reference) or 'avg' "
                                     "(mean of patch tokens)", "model", choices="token,avg")
+    init: str = opt("timm", "encoder initialisation: 'timm' (truncated normal, std 0.02) or 'mae' (xavier-uniform, "
+                            "as the reference; trains much slower with the small patches of small images)", "model",
+                    choices="timm,mae")
     pos_embed: str = opt("sincos", "encoder position embedding: 'sincos' (fixed 2-D sin-cos, as the reference) or "
                                    "'learned'", "model", choices="sincos,learned")
 

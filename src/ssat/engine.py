@@ -93,14 +93,16 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
 
 
 @torch.inference_mode()
-def evaluate(predict, loader, *, device: torch.device, amp_dtype: Optional[torch.dtype] = None) -> dict:
-    """Top-1 / top-5 accuracy (%) and mean cross-entropy of `predict(images) -> logits` over `loader`."""
+def evaluate(classifier: nn.Module, loader, *, device: torch.device, amp_dtype: Optional[torch.dtype] = None) -> dict:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy of `classifier(images) -> logits` over `loader`.
+    Switches the classifier to eval mode (no drop-path); the training loop switches back."""
+    classifier.eval()
     loss = correct1 = correct5 = 0.0
     seen = 0
     for images, targets, *_ in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
-            logits = predict(images).float()
+            logits = classifier(images).float()
         acc1, acc5 = topk_correct(logits, targets)
         loss += nn.functional.cross_entropy(logits, targets, reduction="sum")
         correct1, correct5, seen = correct1 + acc1, correct5 + acc5, seen + targets.shape[0]

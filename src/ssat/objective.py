@@ -63,6 +63,6 @@ def build_model(cfg, *, num_classes: int, in_chans: int) -> SSATModel:
     """Config (already resolved: img_size and patch_size set) -> SSATModel."""
     backbone = build_backbone(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=in_chans,
                               num_classes=num_classes, drop_path=cfg.drop_path, global_pool=cfg.global_pool,
-                              pos_embed=cfg.pos_embed)
+                              pos_embed=cfg.pos_embed, init=cfg.init)
     aux = build_aux(cfg.aux, backbone, cfg) if METHODS[cfg.method] else None
     return SSATModel(backbone, aux, lam=cfg.lam, label_smoothing=cfg.label_smoothing)

@@ -146,7 +146,7 @@ def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str
                                     amp_dtype=amp_dtype, accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad,
                                     progress=not cfg.quiet and sys.stderr.isatty())
         t1 = time.perf_counter()
-        ev = engine.evaluate(model.predict, test_loader, device=device, amp_dtype=amp_dtype)
+        ev = engine.evaluate(model.backbone, test_loader, device=device, amp_dtype=amp_dtype)
         epoch_time = time.perf_counter() - t0
         train_time, wall_time = train_time + (t1 - t0), wall_time + epoch_time
         if ev["acc1"] > best_acc1:

@@ -30,7 +30,8 @@ def register_model(name: str, builder: Callable[..., nn.Module], description: st
 
 
 def build_backbone(name: str, *, img_size: int, patch_size: int, in_chans: int, num_classes: int,
-                   drop_path: float = 0.0, global_pool: str = "token", pos_embed: str = "sincos") -> nn.Module:
+                   drop_path: float = 0.0, global_pool: str = "token", pos_embed: str = "sincos",
+                   init: str = "timm") -> nn.Module:
     if name not in MODELS:
         raise UserError(f"unknown model '{name}'; choose one of: {', '.join(sorted(MODELS))}")
     if img_size % patch_size:
@@ -38,4 +39,5 @@ def build_backbone(name: str, *, img_size: int, patch_size: int, in_chans: int, 
                         f"set --patch-size to a divisor of --img-size")
     spec = MODELS[name]
     return spec.builder(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-                        drop_path=drop_path, global_pool=global_pool, pos_embed=pos_embed, **spec.kwargs)
+                        drop_path=drop_path, global_pool=global_pool, pos_embed=pos_embed, init=init,
+                        **spec.kwargs)

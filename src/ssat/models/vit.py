@@ -16,13 +16,13 @@ from ssat.models.registry import register_model
 
 class ViTBackbone(nn.Module):
     def __init__(self, timm_name: str, *, img_size: int, patch_size: int, in_chans: int, num_classes: int,
-                 drop_path: float, global_pool: str, pos_embed: str):
+                 drop_path: float, global_pool: str, pos_embed: str, init: str = "timm", **arch):
         super().__init__()
-        # The timm create_model kwargs are kept so a checkpoint can rebuild exactly this encoder.
+        # The timm create_model kwargs are kept so model.safetensors can be rebuilt with timm alone.
         self.timm_kwargs = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
-                                num_classes=num_classes, drop_path_rate=drop_path, global_pool=global_pool)
+                                num_classes=num_classes, global_pool=global_pool, **arch)
         self.timm_name = timm_name
-        self.encoder = timm.create_model(timm_name, pretrained=False, **self.timm_kwargs)
+        self.encoder = timm.create_model(timm_name, pretrained=False, drop_path_rate=drop_path, **self.timm_kwargs)
         if self.encoder.num_prefix_tokens != 1 or self.encoder.no_embed_class:
             raise ValueError(f"{timm_name}: SSAT expects exactly one class token with its own position")
         self.in_chans = in_chans
@@ -31,7 +31,8 @@ class ViTBackbone(nn.Module):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.embed_dim = self.encoder.embed_dim
         self.num_classes = num_classes
-        init_mae_style(self.encoder)
+        if init == "mae":
+            init_mae_style(self.encoder)
         if pos_embed == "sincos":
             # Fixed, not learned (as MAE and the reference); the class token's position stays zero.
             with torch.no_grad():
@@ -85,12 +86,13 @@ def init_mae_style(module: nn.Module) -> None:
             nn.init.normal_(token, std=0.02)
 
 
-def _vit(timm_name: str):
+def vit_builder(timm_name: str):
+    """Builder for `register_model`; architecture overrides (embed_dim=, depth=, ...) go in its kwargs."""
     def build(**kwargs) -> ViTBackbone:
         return ViTBackbone(timm_name, **kwargs)
     return build
 
 
-register_model("vit_tiny", _vit("vit_tiny_patch16_224"), "ViT-Ti: 192-d, 12 blocks, 3 heads")
-register_model("vit_small", _vit("vit_small_patch16_224"), "ViT-S: 384-d, 12 blocks, 6 heads")
-register_model("vit_base", _vit("vit_base_patch16_224"), "ViT-B: 768-d, 12 blocks, 12 heads")
+register_model("vit_tiny", vit_builder("vit_tiny_patch16_224"), "ViT-Ti: 192-d, 12 blocks, 3 heads")
+register_model("vit_small", vit_builder("vit_small_patch16_224"), "ViT-S: 384-d, 12 blocks, 6 heads")
+register_model("vit_base", vit_builder("vit_base_patch16_224"), "ViT-B: 768-d, 12 blocks, 12 heads")

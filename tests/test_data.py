@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+
+from ssat.config import Config
+from ssat.data import load_dataset
+from ssat.data.subsets import class_counts, stratified_fraction
+from ssat.data.transforms import eval_transform, train_transform
+from ssat.errors import UserError
+
+from fixtures import write_cifar, write_imagefolder
+
+
+def test_digits_is_the_fixed_stratified_80_20_split():
+    a, b = load_dataset("digits"), load_dataset("digits")
+    assert (len(a.train), len(a.test), a.num_classes, a.in_chans, a.native_size) == (1437, 360, 10, 1, 8)
+    assert a.train_targets == b.train_targets
+    image, label = a.train[0]
+    assert image.size == (8, 8) and image.mode == "L" and 0 <= label < 10
+    test_counts = np.bincount([a.test[i][1] for i in range(len(a.test))])
+    assert test_counts.min() >= 35  # every digit is in the test split in proportion
+    assert not a.hflip  # a mirrored digit is not the same digit
+
+
+@pytest.mark.parametrize("fraction", [0.001, 0.1, 0.5])
+def test_fraction_is_stratified_reproducible_and_keeps_every_class(fraction):
+    targets = load_dataset("digits").train_targets
+    first = stratified_fraction(targets, fraction, seed=127)
+    assert first == stratified_fraction(targets, fraction, seed=127)
+    assert first != stratified_fraction(targets, fraction, seed=128)
+    counts = class_counts(targets, first)
+    assert set(counts) == set(range(10)) and min(counts.values()) >= 1
+    full = class_counts(targets, list(range(len(targets))))
+    for c, n in counts.items():
+        assert n == max(1, round(fraction * full[c]))
+
+
+def test_fraction_one_keeps_everything():
+    assert stratified_fraction([0, 1, 1, 2], 1.0, seed=0) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("name,classes", [("cifar10", 10), ("cifar100", 100)])
+def test_cifar_reads_the_released_pickle_layout(tmp_path, name, classes):
+    folder = write_cifar(tmp_path, name, per_class=1)
+    for root in (tmp_path, folder):  # the torchvision root or the extracted folder itself
+        data = load_dataset(name, str(root))
+        train_per_file = classes
+        assert len(data.train) == (5 * train_per_file if name == "cifar10" else train_per_file)
+        assert len(data.test) == classes and data.num_classes == classes and data.in_chans == 3
+        image, label = data.train[3]
+        assert image.size == (32, 32) and image.mode == "RGB" and label == 3
+        assert data.classes[0] == "class0"
+
+
+def test_cifar_pixels_are_in_row_major_rgb_order(tmp_path):
+    folder = write_cifar(tmp_path, "cifar10", per_class=1)
+    import pickle
+    with open(folder / "data_batch_1", "rb") as f:
+        raw = pickle.load(f)["data"][0]
+    image, _ = load_dataset("cifar10", str(tmp_path)).train[0]
+    pixels = np.asarray(image)
+    assert pixels[0, 1, 0] == raw[1] and pixels[0, 0, 1] == raw[1024] and pixels[0, 0, 2] == raw[2048]
+
+
+def test_cifar_missing_says_where_and_how(tmp_path):
+    with pytest.raises(UserError, match="cifar-10-batches-py.*--download"):
+        load_dataset("cifar10", str(tmp_path))
+    with pytest.raises(UserError, match="--data-root"):
+        load_dataset("cifar100", None)
+
+
+def test_cifar_truncated_batch_is_a_clear_error(tmp_path):
+    folder = write_cifar(tmp_path, "cifar10", per_class=1)
+    (folder / "data_batch_3").write_bytes((folder / "data_batch_3").read_bytes()[:100])
+    with pytest.raises(UserError, match="data_batch_3 is not a readable CIFAR batch"):
+        load_dataset("cifar10", str(tmp_path))
+
+
+def test_cifar_refuses_pickles_that_would_run_code(tmp_path):
+    folder = write_cifar(tmp_path, "cifar10", per_class=1)
+    import os
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": Evil()}, f)
+    with pytest.raises(UserError, match="test_batch is not a readable CIFAR batch"):
+        load_dataset("cifar10", str(tmp_path))
+
+
+def test_imagefolder_loads_train_and_val(tmp_path):
+    write_imagefolder(tmp_path)
+    data = load_dataset("imagefolder", str(tmp_path))
+    assert data.classes == ["cat", "dog", "fox"] and len(data.train) == 9 and len(data.test) == 9
+    image, label = data.train[4]
+    assert image.mode == "RGB" and label == 1
+
+
+def test_imagefolder_errors(tmp_path):
+    with pytest.raises(UserError, match="needs --data-root"):
+        load_dataset("imagefolder", None)
+    with pytest.raises(UserError, match="train.*does not exist"):
+        load_dataset("imagefolder", str(tmp_path))
+    write_imagefolder(tmp_path / "a")
+    (tmp_path / "a" / "val" / "fox").rename(tmp_path / "a" / "val" / "wolf")
+    with pytest.raises(UserError, match="different class folders"):
+        load_dataset("imagefolder", str(tmp_path / "a"))
+
+
+@pytest.mark.parametrize("dataset,size,chans", [("digits", 8, 1), ("digits", 16, 1)])
+def test_train_and_eval_transforms_give_normalised_tensors_of_the_input_size(dataset, size, chans):
+    data = load_dataset(dataset)
+    cfg = Config(img_size=size)
+    train_tf = train_transform(cfg, data.mean, data.std, data.native_size, hflip=False)
+    eval_tf = eval_transform(cfg, data.mean, data.std)
+    image, _ = data.train[0]
+    torch.manual_seed(0)
+    assert train_tf(image).shape == (chans, size, size)
+    assert torch.equal(eval_tf(image), eval_tf(image))  # evaluation is deterministic
+    if size == data.native_size:  # eval of a native-size image is the whole image, only normalised
+        expected = (torch.from_numpy(np.asarray(image, dtype=np.float32) / 255) - data.mean[0]) / data.std[0]
+        assert torch.allclose(eval_tf(image)[0], expected, atol=1e-6)
+
+
+def test_rrc_transform_for_large_images_is_timms(tmp_path):
+    cfg = Config(img_size=64, crop="auto")
+    tf = train_transform(cfg, (0.5,) * 3, (0.5,) * 3, 224, hflip=True)
+    assert "RandomResizedCrop" in repr(tf) and "RandAugment" in repr(tf) and "RandomErasing" in repr(tf)
+    small = train_transform(Config(img_size=32), (0.5,) * 3, (0.5,) * 3, 32, hflip=True)
+    assert "RandomCrop(size=(32, 32), padding=4)" in repr(small) and "HorizontalFlip" in repr(small)

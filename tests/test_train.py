@@ -1,0 +1,143 @@
+"""End to end through the CLI entry point on the bundled digits data, with the tiny test ViT."""
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from ssat import engine
+from ssat.cli import main
+from ssat.data import load_dataset
+
+
+def train(tmp_path, flags, *extra, name="run"):
+    out = tmp_path / name
+    assert main(["train", *flags, "--out", str(out), *extra]) == 0
+    return out
+
+
+def test_one_epoch_writes_every_run_file(tmp_path, tiny_flags, capsys):
+    out = train(tmp_path, tiny_flags)
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "summary.json",
+                                               "checkpoint-last.pt", "model.safetensors"}
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["img_size"] == 8 and config["patch_size"] == 2 and config["hflip"] is False  # resolved
+    (row,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"epoch", "lr", "loss", "loss_primary", "loss_aux", "train_acc1", "train_acc5", "val_acc1", "val_acc5",
+            "epoch_time_s"} <= set(row)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"method", "model", "dataset", "epochs", "test_acc1", "test_acc5", "best_acc1", "params",
+            "train_time_s"} <= set(summary)
+    assert summary["test_acc1"] == row["val_acc1"] and summary["n_train"] == 1437 and summary["n_test"] == 360
+    assert summary["lr"] == pytest.approx(1e-3 * 64 / 256)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["test_acc1"] == summary["test_acc1"]
+
+
+def test_weights_file_is_encoder_and_head_only_and_loads_in_timm(tmp_path, tiny_flags):
+    out = train(tmp_path, tiny_flags)
+    tensors = load_file(str(out / "model.safetensors"))
+    assert "head.weight" in tensors and not any("decoder" in k for k in tensors)
+    from safetensors import safe_open
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        spec = json.loads(f.metadata()["timm"])
+    plain = timm.create_model(spec.pop("name"), pretrained=False, **spec)
+    plain.load_state_dict(tensors)  # strict: exactly the encoder + head
+
+
+def test_eval_reproduces_the_runs_test_accuracy_and_predict_labels_images(tmp_path, tiny_flags, capsys):
+    out = train(tmp_path, tiny_flags)
+    summary = json.loads((out / "summary.json").read_text())
+    capsys.readouterr()
+    for ckpt in (out, out / "checkpoint-last.pt", out / "model.safetensors"):
+        assert main(["eval", "--checkpoint", str(ckpt), "--device", "cpu"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["acc1"] == pytest.approx(summary["test_acc1"]) and result["n"] == 360
+    test = load_dataset("digits").test
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"digit{i}.png")
+        test[i][0].save(paths[-1])
+    assert main(["predict", "--checkpoint", str(out), "--topk", "3", *map(str, paths)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in rows] == list(map(str, paths))
+    assert all(len(r["top"]) == 3 and r["top"][0]["prob"] >= r["top"][1]["prob"] for r in rows)
+    assert all(r["top"][0]["label"] in [str(d) for d in range(10)] for r in rows)
+
+
+def test_scratch_run_has_no_aux_loss(tmp_path, tiny_flags):
+    out = train(tmp_path, tiny_flags, "--method", "scratch")
+    row = json.loads((out / "metrics.jsonl").read_text())
+    assert row["loss_aux"] is None and row["loss"] == pytest.approx(row["loss_primary"])
+
+
+def test_fraction_trains_on_the_stratified_subset(tmp_path, tiny_flags, capsys):
+    out = train(tmp_path, tiny_flags, "--fraction", "0.1", "--quiet", "--no-quiet")
+    assert json.loads((out / "summary.json").read_text())["n_train"] == 144
+    assert "per class 0=14" in capsys.readouterr().err
+
+
+def test_two_views_and_accumulation_and_clipping_run(tmp_path, tiny_flags):
+    out = train(tmp_path, tiny_flags, "--two-views", "--accum-steps", "2", "--clip-grad", "1.0")
+    assert json.loads((out / "summary.json").read_text())["batch_size"] == 128
+
+
+def _comparable(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, tiny_flags, monkeypatch):
+    flags = [*tiny_flags, "--epochs", "3", "--fraction", "0.3", "--warmup-epochs", "1"]
+    full = train(tmp_path, flags, name="full")
+
+    real_epoch = engine.train_one_epoch
+    calls = {"n": 0}
+
+    def killed_in_third_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if the process were killed mid-epoch
+        return real_epoch(*args, **kwargs)
+    monkeypatch.setattr(engine, "train_one_epoch", killed_in_third_epoch)
+    assert main(["train", *flags, "--out", str(tmp_path / "killed")]) == 130
+    killed = tmp_path / "killed"
+    assert not (killed / "summary.json").exists() and len(_comparable(killed)) == 2
+    monkeypatch.setattr(engine, "train_one_epoch", real_epoch)
+
+    assert main(["train", "--resume", str(killed)]) == 0
+    assert _comparable(killed) == _comparable(full)
+    a = torch.load(full / "checkpoint-last.pt", weights_only=True)["model"]
+    b = torch.load(killed / "checkpoint-last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for key in ("test_acc1", "test_acc5", "best_acc1"):
+        assert json.loads((full / "summary.json").read_text())[key] == \
+            json.loads((killed / "summary.json").read_text())[key]
+
+
+def test_resume_can_extend_a_finished_run(tmp_path, tiny_flags, capsys):
+    out = train(tmp_path, tiny_flags, "--warmup-epochs", "0")
+    assert main(["train", "--resume", str(out)]) == 0  # nothing left to do: reports and exits cleanly
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+    assert [r["epoch"] for r in _comparable(out)] == [1, 2]
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+def test_precision_bf16_on_cpu_trains(tmp_path, tiny_flags):
+    out = train(tmp_path, tiny_flags, "--precision", "bf16", "--fraction", "0.2", "--no-deterministic")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["precision"] == "bfloat16" and np.isfinite(summary["test_acc1"])
+
+
+def test_predict_on_grayscale_model_accepts_rgb_files(tmp_path, tiny_flags, capsys):
+    out = train(tmp_path, tiny_flags, "--fraction", "0.1")
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(rgb)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(out), str(rgb)]) == 0
+    assert json.loads(capsys.readouterr().out)["image"] == str(rgb)
