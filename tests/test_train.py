@@ -144,3 +144,21 @@ def test_predict_on_grayscale_model_accepts_rgb_files(tmp_path, tiny_flags, caps
     capsys.readouterr()
     assert main(["predict", "--checkpoint", str(out), str(rgb)]) == 0
     assert json.loads(capsys.readouterr().out)["image"] == str(rgb)
+
+
+def test_resume_writes_into_the_resumed_directory_even_if_it_moved(tmp_path, tiny_flags, monkeypatch):
+    flags = [*tiny_flags, "--epochs", "2", "--fraction", "0.1"]
+    real_epoch = engine.train_one_epoch
+    calls = {"n": 0}
+
+    def killed_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+    monkeypatch.setattr(engine, "train_one_epoch", killed_in_second_epoch)
+    assert main(["train", *flags, "--out", str(tmp_path / "before")]) == 130
+    monkeypatch.setattr(engine, "train_one_epoch", real_epoch)
+    (tmp_path / "before").rename(tmp_path / "after")
+    assert main(["train", "--resume", str(tmp_path / "after" / "checkpoint-last.pt")]) == 0
+    assert (tmp_path / "after" / "summary.json").exists() and not (tmp_path / "before").exists()

@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 from ssat.config import Config, load_yaml
@@ -97,7 +98,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[str]]:
             raise UserError(f"--resume continues a run with its own settings, so {', '.join(fixed)} cannot be "
                             f"changed; start a new run with --out to change them")
         base = load_checkpoint(args.resume)["config"]
-        return Config.from_dict({**base, **given}, source="command line"), args.resume
+        # The run continues where its files are now, even if the directory was moved since.
+        run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+        return Config.from_dict({**base, **given, "out": str(run_dir)}, source="command line"), args.resume
     base = load_yaml(args.config) if args.config else {}
     cfg = Config.from_dict({**base}, source=args.config or "config")
     return Config.from_dict({**cfg.to_dict(), **given}, source="command line"), None

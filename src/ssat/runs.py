@@ -52,17 +52,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.checkpoint, self.weights = self.path / CHECKPOINT, self.path / WEIGHTS
+        self.config, self.metrics, self.summary = (self.path / n for n in ("config.yaml", "metrics.jsonl",
+                                                                          "summary.json"))
 
     def create(self) -> "RunDir":
         self.path.mkdir(parents=True, exist_ok=True)
         return self
-
-    def __getattr__(self, name):  # run.checkpoint, run.weights, ...
-        files = {"checkpoint": CHECKPOINT, "weights": WEIGHTS, "config": "config.yaml",
-                 "metrics": "metrics.jsonl", "summary": "summary.json"}
-        if name in files:
-            return self.path / files[name]
-        raise AttributeError(name)
 
     def write_config(self, cfg: Config) -> None:
         atomic_write(self.config, lambda tmp: save_yaml(cfg, Path(tmp)))

@@ -44,8 +44,9 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_roo
     dev = resolve_device(device)
     model, cfg, meta = load_classifier(checkpoint, dev)
     name = dataset or cfg.dataset
-    data = load_dataset(name, data_root if data_root is not None else (cfg.data_root if dataset is None else None),
-                        download)
+    # The training run's data root applies only when evaluating on the data set it trained on.
+    root = data_root if data_root is not None else (cfg.data_root if name == cfg.dataset else None)
+    data = load_dataset(name, root, download)
     if data.num_classes != len(meta["classes"]):
         raise UserError(f"wrong class count: the checkpoint predicts {len(meta['classes'])} classes but {name} has "
                         f"{data.num_classes}; evaluate on a data set with the classes it was trained on")
