@@ -130,3 +130,18 @@ def test_rrc_transform_for_large_images_is_timms(tmp_path):
     assert "RandomResizedCrop" in repr(tf) and "RandAugment" in repr(tf) and "RandomErasing" in repr(tf)
     small = train_transform(Config(img_size=32), (0.5,) * 3, (0.5,) * 3, 32, hflip=True)
     assert "RandomCrop(size=(32, 32), padding=4)" in repr(small) and "HorizontalFlip" in repr(small)
+
+
+def test_cifar_download_goes_through_torchvision_then_reads_the_files(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+    calls = []
+
+    class FakeDownloader:  # stands in for the network: writes what the real archive extracts to
+        def __init__(self, root, train, download):
+            calls.append((root, download))
+            write_cifar(tmp_path, "cifar10", per_class=1)
+    monkeypatch.setattr(tvd, "CIFAR10", FakeDownloader)
+    data = load_dataset("cifar10", str(tmp_path), download=True)
+    assert calls == [(str(tmp_path), True)] and len(data.test) == 10
+    load_dataset("cifar10", str(tmp_path), download=True)
+    assert len(calls) == 1  # files already there: no second download

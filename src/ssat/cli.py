@@ -37,7 +37,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag_of(f), dest=f.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
         else:  # parsed as text, converted and range-checked by Config (one message style for flags and YAML)
-            group.add_argument(flag_of(f), dest=f.name, metavar=f.name.upper(), default=argparse.SUPPRESS,
+            group.add_argument(flag_of(f), dest=f.name, metavar=flag_of(f)[2:].upper().replace("-", "_"),
+                               default=argparse.SUPPRESS,
                                help=help_text)
 
 
