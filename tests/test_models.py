@@ -43,11 +43,14 @@ def test_sincos_position_embedding_is_fixed_and_learned_one_trains():
 
 
 def test_global_pool_option_changes_the_classifier_input():
-    torch.manual_seed(0)
-    token = build_backbone("vit_test", img_size=8, patch_size=2, in_chans=1, num_classes=10)
-    torch.manual_seed(0)
-    avg = build_backbone("vit_test", img_size=8, patch_size=2, in_chans=1, num_classes=10, global_pool="avg")
-    assert token.encoder.global_pool == "token" and avg.encoder.global_pool == "avg"
+    token = build_backbone("vit_test", img_size=8, patch_size=2, in_chans=1, num_classes=10).eval()
+    avg = build_backbone("vit_test", img_size=8, patch_size=2, in_chans=1, num_classes=10, global_pool="avg").eval()
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        # 'token': the head reads the class token; 'avg': the (fc-normed) mean of the patch tokens
+        assert torch.allclose(token(x), token.encoder.head(token.forward_features(x)[:, 0]), atol=1e-6)
+        pooled = avg.encoder.fc_norm(avg.forward_features(x)[:, 1:].mean(dim=1))
+        assert torch.allclose(avg(x), avg.encoder.head(pooled), atol=1e-6)
 
 
 def test_weight_decay_skips_norms_biases_tokens_and_position_embeddings(tiny_cfg):

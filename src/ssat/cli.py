@@ -88,9 +88,9 @@ def build_parser() -> Parser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[str]]:
+def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[dict]]:
     """Merge defaults < YAML < flags. With --resume, the run's own config is the base and only RESUMABLE
-    options may be given."""
+    options may be given; the loaded checkpoint is returned so it is read once."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
     if args.resume:
         from ssat.runs import load_checkpoint
@@ -98,10 +98,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[str]]:
         if fixed:
             raise UserError(f"--resume continues a run with its own settings, so {', '.join(fixed)} cannot be "
                             f"changed; start a new run with --out to change them")
-        base = load_checkpoint(args.resume)["config"]
+        state = load_checkpoint(args.resume)
         # The run continues where its files are now, even if the directory was moved since.
         run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
-        return Config.from_dict({**base, **given, "out": str(run_dir)}, source="command line"), args.resume
+        return Config.from_dict({**state["config"], **given, "out": str(run_dir)}, source="command line"), state
     base = load_yaml(args.config) if args.config else {}
     cfg = Config.from_dict({**base}, source=args.config or "config")
     return Config.from_dict({**cfg.to_dict(), **given}, source="command line"), None
@@ -116,8 +116,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
         if args.command == "train":
             from ssat.commands.train import train
-            cfg, resume = config_from_args(args)
-            summary = train(cfg, resume=resume)
+            cfg, state = config_from_args(args)
+            summary = train(cfg, resume=args.resume, state=state)
             print(json.dumps({k: summary[k] for k in ("method", "model", "dataset", "epochs", "test_acc1",
                                                        "test_acc5", "best_acc1", "train_time_s")}
                              | {"run": cfg.out}))

@@ -75,11 +75,14 @@ def make_loaders(cfg: Config, data: DataBundle, device: torch.device, log: Calla
     return train_loader, test_loader
 
 
-def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str], None]] = None) -> dict:
+def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
+          state: Optional[dict] = None) -> dict:
     """Train (or resume) one run and return its summary. `resume` is a run directory or checkpoint path;
-    its config is the one used (the CLI has already merged the few options allowed to change)."""
+    its config is the one used (the CLI has already merged the few options allowed to change). `state` is
+    that checkpoint if the caller has already loaded it."""
     log = log or (lambda msg: None if cfg.quiet else print(msg, file=sys.stderr, flush=True))
-    state = load_checkpoint(resume) if resume else None
+    if state is None and resume:
+        state = load_checkpoint(resume)
     cfg.validate()
     device = resolve_device(cfg.device)
     amp_dtype, needs_scaler = resolve_precision(cfg.precision, device)
