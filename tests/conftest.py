@@ -1,14 +1,8 @@
 import pytest
 import torch
 
+import tiny_model  # noqa: F401 (registers vit_test)
 from ssat.config import Config
-from ssat.models import MODELS, register_model
-from ssat.models.vit import vit_builder
-
-# A tiny ViT registered through the public registry: keeps every test fast and shows the extension path.
-if "vit_test" not in MODELS:
-    register_model("vit_test", vit_builder("vit_tiny_patch16_224"), "test-only ViT: 32-d, 2 blocks, 2 heads",
-                   embed_dim=32, depth=2, num_heads=2)
 
 TINY = dict(model="vit_test", decoder_dim=16, decoder_depth=1, decoder_heads=2, batch_size=64, epochs=1,
             warmup_epochs=0, quiet=True, deterministic=True, device="cpu")

@@ -36,7 +36,7 @@ def run_error(capsys, argv):
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--img-size", "30", "--patch-size", "4"], "--img-size 30 is not a multiple of --patch-size 4"),
     (["--mask-ratio", "0.99"], "leaves no visible patch out of 16"),
-    (["--crop", "zoom"], "unknown crop 'zoom'; choose one of: auto, pad, rrc"),
+    (["--crop", "zoom"], "unknown crop 'zoom'; choose one of: auto, none, pad, rrc"),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], "--device"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--dataset", "cifar10"], "CIFAR-10 not found"),

@@ -95,8 +95,9 @@ def _comparable(out):
     return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
 
 
-def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, tiny_flags, monkeypatch):
-    flags = [*tiny_flags, "--epochs", "3", "--fraction", "0.3", "--warmup-epochs", "1"]
+@pytest.mark.parametrize("loader", ["memory", "pil"])
+def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, tiny_flags, monkeypatch, loader):
+    flags = [*tiny_flags, "--epochs", "3", "--fraction", "0.3", "--warmup-epochs", "1", "--loader", loader]
     full = train(tmp_path, flags, name="full")
 
     real_epoch = engine.train_one_epoch

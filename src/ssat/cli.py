@@ -15,7 +15,7 @@ from ssat.config import Config, load_yaml
 from ssat.errors import UserError
 
 # What may differ when a run is resumed: where/how it runs and how long, never what it computes.
-RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download"}
+RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -85,6 +85,24 @@ def build_parser() -> Parser:
     tb = sub.add_parser("table", help="side-by-side table of finished runs (from their summary.json)",
                         description="Print a Markdown table of runs; a directory is searched for runs below it.")
     tb.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or directories holding runs")
+    bn = sub.add_parser("bench", help="time the training step (and the in-memory data path); one JSON line",
+                        description="Time warm-up + N optimizer steps of the real training loop on synthetic "
+                                    "data and print images/s, ms/step and achieved GFLOP/s.")
+    bn.add_argument("--model", default="vit_tiny", help="backbone [default: vit_tiny]")
+    bn.add_argument("--img", type=int, default=32, help="image size in pixels [default: 32]")
+    bn.add_argument("--patch", type=int, default=4, help="patch size [default: 4]")
+    bn.add_argument("--batch", type=int, default=128, help="images per step [default: 128]")
+    bn.add_argument("--method", default="ssat", choices=["scratch", "ssat"], help="[default: ssat]")
+    bn.add_argument("--compare", action="store_true", help="also time the other method; adds the step-time ratio")
+    bn.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
+    bn.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="as `ssat train --precision` [default: auto]")
+    bn.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up includes compiling)")
+    bn.add_argument("--steps", type=int, default=10, help="timed steps [default: 10]")
+    bn.add_argument("--warmup", type=int, default=3, help="untimed steps first [default: 3]")
+    bn.add_argument("--classes", type=int, default=10, help="classifier outputs [default: 10]")
+    bn.add_argument("--data", action="store_true", help="also time the in-memory data path (default augmentation)")
+    bn.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak (about 1 s)")
     return parser
 
 
@@ -118,9 +136,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             from ssat.commands.train import train
             cfg, state = config_from_args(args)
             summary = train(cfg, resume=args.resume, state=state)
-            print(json.dumps({k: summary[k] for k in ("method", "model", "dataset", "epochs", "test_acc1",
-                                                       "test_acc5", "best_acc1", "train_time_s")}
-                             | {"run": cfg.out}))
+            if summary:  # under torchrun only rank 0 returns one
+                print(json.dumps({k: summary[k] for k in ("method", "model", "dataset", "epochs", "test_acc1",
+                                                           "test_acc5", "best_acc1", "train_time_s")}
+                                 | {"run": cfg.out}))
         elif args.command == "eval":
             from ssat.commands.inference import evaluate_checkpoint
             print(json.dumps(evaluate_checkpoint(args.checkpoint, args.dataset, args.data_root, args.download,
@@ -130,6 +149,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.topk < 1:
                 raise UserError(f"--topk must be at least 1, got {args.topk}")
             print_json_lines(predict(args.checkpoint, args.images, args.topk, args.device))
+        elif args.command == "bench":
+            from ssat.commands.bench import main as bench_main
+            if args.steps < 1 or args.warmup < 1 or args.batch < 1:
+                raise UserError("--steps, --warmup and --batch must be at least 1")
+            return bench_main(args)
         elif args.command == "table":
             from ssat.commands.table import collect, markdown
             print(markdown(collect(args.runs)))

@@ -29,7 +29,12 @@ class Config:
     subset_seed: int = opt(127, "seed of the --fraction subset (127 as the reference; independent of --seed so "
                                 "every method/seed sees the same subset)", "data")
     img_size: Optional[int] = opt(None, "input size in pixels (default: the data set's native size)", "data")
-    workers: Optional[int] = opt(None, "data-loader worker processes (default: 0 on CPU, 8 on CUDA)", "data")
+    loader: str = opt("auto", "'memory' (images decoded once into a uint8 tensor on the training device, batched "
+                              "augmentation there), 'pil' (DataLoader + PIL/timm transforms) or 'auto' (memory when "
+                              "the data set is an in-memory array of one image size)", "data",
+                      choices="auto,memory,pil")
+    workers: Optional[int] = opt(None, "data-loader worker processes of --loader pil (default: 0 on CPU, 8 on "
+                                       "CUDA)", "data")
 
     # --- augmentation -----------------------------------------------------------------------------------
     rand_augment: str = opt("rand-m9-mstd0.5-inc1", "timm RandAugment policy, or 'none'", "augmentation")
@@ -37,8 +42,8 @@ class Config:
     hflip: Optional[bool] = opt(None, "random horizontal flip (default: on, except for data sets where a flip "
                                       "changes the label, e.g. digits)", "augmentation")
     crop: str = opt("auto", "train crop: 'pad' (random crop with zero padding of img/8, for small images), 'rrc' "
-                            "(timm random-resized crop, as the reference at 224 px) or 'auto' (pad below 64 px)",
-                    "augmentation", choices="auto,pad,rrc")
+                            "(timm random-resized crop, as the reference at 224 px), 'none' (the whole image) or "
+                            "'auto' (pad below 64 px)", "augmentation", choices="auto,pad,rrc,none")
     two_views: bool = opt(False, "feed the auxiliary stream a second, independently augmented view of each image "
                                  "(default: the same augmented image, as the released reference code)",
                           "augmentation")
@@ -70,9 +75,9 @@ class Config:
     # --- optimisation -----------------------------------------------------------------------------------
     epochs: int = opt(100, "training epochs", "optimisation")
     warmup_epochs: float = opt(5, "linear warm-up epochs, then half-cycle cosine to --min-lr", "optimisation")
-    batch_size: int = opt(64, "images per step (per process)", "optimisation")
-    accum_steps: int = opt(1, "gradient-accumulation steps (effective batch = batch-size × accum-steps)",
-                           "optimisation")
+    batch_size: int = opt(64, "images per step per process", "optimisation")
+    accum_steps: int = opt(1, "gradient-accumulation steps (effective batch = batch-size × accum-steps × "
+                              "processes)", "optimisation")
     blr: float = opt(1e-3, "base learning rate: lr = blr × effective batch / 256", "optimisation")
     lr: Optional[float] = opt(None, "absolute learning rate (overrides --blr)", "optimisation")
     min_lr: float = opt(1e-6, "final learning rate of the cosine schedule", "optimisation")
@@ -88,6 +93,7 @@ class Config:
     precision: str = opt("auto", "'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32', 'bf16' or 'fp16' "
                                  "(fp16 autocast + GradScaler, as the reference)", "run",
                          choices="auto,fp32,bf16,fp16")
+    compile: bool = opt(False, "torch.compile the model (slow first steps; pays off on long GPU runs)", "run")
     out: Optional[str] = opt(None, "run directory (default: runs/<dataset>-<model>-<method>-s<seed>)", "run")
     quiet: bool = opt(False, "no progress bar or per-epoch lines", "run")
 

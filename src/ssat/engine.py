@@ -13,6 +13,7 @@ from timm.optim import param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
+from ssat.distributed import World
 from ssat.errors import UserError
 
 
@@ -49,7 +50,10 @@ def _to(device, batch):
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, device: torch.device,
                     amp_dtype: Optional[torch.dtype], accum_steps: int = 1, clip_grad: Optional[float] = None,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, world: World = World()) -> dict:
+    """One pass over `loader`. `model` may be wrapped (DDP, torch.compile); the returned statistics are averaged over
+    all images of all ranks. The only host synchronisations are the progress bar's (every 10 steps, when shown)
+    and the final read-out."""
     model.train()
     updates_per_epoch = math.ceil(len(loader) / accum_steps)
     sums: dict[str, torch.Tensor] = {}  # summed on device: no host sync inside the loop
@@ -61,11 +65,14 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
         if i % accum_steps == 0:
             scheduler.step_update(epoch * updates_per_epoch + i // accum_steps)
 
-        with autocast(device, amp_dtype):
-            out = model(images, targets, aux_images[0] if aux_images else None)
-        scaler.scale(out.loss / accum_steps).backward()
+        update = (i + 1) % accum_steps == 0 or i + 1 == len(loader)
+        # Under DDP, gradients are all-reduced only on the micro-step that updates.
+        with (nullcontext() if update or not hasattr(model, "no_sync") else model.no_sync()):
+            with autocast(device, amp_dtype):
+                out = model(images, targets, aux_images[0] if aux_images else None)
+            scaler.scale(out.loss / accum_steps).backward()
 
-        if (i + 1) % accum_steps == 0 or i + 1 == len(loader):
+        if update:
             if clip_grad is not None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
@@ -82,7 +89,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
         if progress and i % 10 == 0:
             bar.set_postfix(loss=f"{out.loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
 
-    stats = {k: v.item() / seen for k, v in sums.items()}
+    names = sorted(sums)
+    totals = world.all_reduce_sum(torch.stack([sums[k] for k in names] + [torch.tensor(float(seen), device=device)]))
+    totals = totals.tolist()
+    stats = {k: v / totals[-1] for k, v in zip(names, totals)}
     if not math.isfinite(stats["loss"]):
         raise UserError(f"training diverged: the loss is {stats['loss']} in epoch {epoch + 1}; "
                         f"lower --blr or set --clip-grad 1.0")
@@ -93,20 +103,21 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
 
 
 @torch.inference_mode()
-def evaluate(classifier: nn.Module, loader, *, device: torch.device, amp_dtype: Optional[torch.dtype] = None) -> dict:
-    """Top-1 / top-5 accuracy (%) and mean cross-entropy of `classifier(images) -> logits` over `loader`.
-    Switches the classifier to eval mode (no drop-path); the training loop switches back."""
+def evaluate(classifier: nn.Module, loader, *, device: torch.device, amp_dtype: Optional[torch.dtype] = None,
+             world: World = World()) -> dict:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy of `classifier(images) -> logits` over `loader` (under DDP:
+    over every rank's share). Switches the classifier to eval mode (no drop-path); the training loop switches back."""
     classifier.eval()
-    loss = correct1 = correct5 = 0.0
-    seen = 0
+    totals = torch.zeros(4, device=device, dtype=torch.float64)  # loss, correct@1, correct@5, seen
     for images, targets, *_ in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             logits = classifier(images).float()
         acc1, acc5 = topk_correct(logits, targets)
-        loss += nn.functional.cross_entropy(logits, targets, reduction="sum")
-        correct1, correct5, seen = correct1 + acc1, correct5 + acc5, seen + targets.shape[0]
+        loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
+        totals += torch.stack([loss.double(), acc1.double(), acc5.double(),
+                               torch.tensor(targets.shape[0], device=device, dtype=torch.float64)])
+    loss, correct1, correct5, seen = world.all_reduce_sum(totals).tolist()
     if seen == 0:
         raise UserError("the evaluation set is empty; check the data set's test/val split")
-    return {"acc1": 100 * float(correct1) / seen, "acc5": 100 * float(correct5) / seen,
-            "loss": float(loss) / seen, "n": seen}
+    return {"acc1": 100 * correct1 / seen, "acc5": 100 * correct5 / seen, "loss": loss / seen, "n": int(seen)}

@@ -12,6 +12,7 @@ from timm.models.vision_transformer import Block
 from ssat.auxtasks.masking import masked_mse, num_visible, patchify, random_masking
 from ssat.auxtasks.registry import AuxTask, register_aux
 from ssat.errors import UserError
+from ssat.models.layers import Attention
 from ssat.models.vit import init_mae_style
 
 
@@ -27,7 +28,7 @@ class MAEDecoder(nn.Module):
         pos = torch.zeros(1, 1 + grid_size[0] * grid_size[1], dim)
         pos[0, 1:] = build_sincos2d_pos_embed(list(grid_size), dim)
         self.register_buffer("pos_embed", pos, persistent=False)  # derived from the shape, never trained
-        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio=4.0, qkv_bias=True,
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, attn_layer=Attention,
                                             norm_layer=partial(nn.LayerNorm, eps=1e-6)) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pred = nn.Linear(dim, patch_pixels)

@@ -10,13 +10,17 @@ from typing import Callable, Optional
 
 import timm
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ssat import engine
+from ssat import distributed, engine
 from ssat.config import Config, default_patch_size
 from ssat.data import DataBundle, load_dataset
 from ssat.data.subsets import class_counts, stratified_fraction
-from ssat.data.transforms import Transformed, eval_transform, train_transform
+from ssat.data.batch_augment import BatchAugment
+from ssat.data.memory import MemoryLoader, array_images, fits_in_memory, resize_uint8, to_tensor
+from ssat.data.transforms import Transformed, crop_mode, eval_transform, train_transform
+from ssat.distributed import World
 from ssat.errors import UserError
 from ssat.objective import SSATModel, build_model
 from ssat.runs import RunDir, load_checkpoint, rng_state, save_checkpoint, save_weights, seed_everything, \
@@ -57,34 +61,84 @@ def data_meta(data: DataBundle) -> dict:
     return {"classes": data.classes, "in_chans": data.in_chans, "mean": list(data.mean), "std": list(data.std)}
 
 
-def make_loaders(cfg: Config, data: DataBundle, device: torch.device, log: Callable[[str], None]):
+def use_memory_loader(cfg: Config, data: DataBundle) -> bool:
+    if cfg.loader == "pil":
+        return False
+    fits = fits_in_memory(data.train) and fits_in_memory(data.test)
+    if cfg.loader == "memory" and not fits:
+        raise UserError(f"--loader memory needs a data set held as one in-memory array of one image size; "
+                        f"{cfg.dataset} is not; use --loader pil")
+    return fits
+
+
+def make_loaders(cfg: Config, data: DataBundle, device: torch.device, log: Callable[[str], None],
+                 world: World = World()):
+    """-> (train loader, test loader, which path). Both yield (images, targets[, aux_images]) batches."""
     indices = stratified_fraction(data.train_targets, cfg.fraction, cfg.subset_seed)
     if cfg.fraction < 1:
         counts = class_counts(data.train_targets, indices)
         log(f"fraction {cfg.fraction}: {len(indices)} of {len(data.train_targets)} training images; per class "
             + ", ".join(f"{data.classes[c]}={n}" for c, n in counts.items()))
+    mode = crop_mode(cfg)
+    if use_memory_loader(cfg, data):
+        train_images = to_tensor(array_images(data.train)[indices], data.in_chans)
+        if mode != "rrc":  # crops of the padded image happen per batch; resizing once is enough
+            train_images = resize_uint8(train_images, cfg.img_size)
+        test_images = resize_uint8(to_tensor(array_images(data.test), data.in_chans), cfg.img_size,
+                                   crop_pct=0.875 if mode == "rrc" else 1.0)
+        augment = BatchAugment(size=cfg.img_size, crop=mode, hflip=cfg.hflip, rand_augment=cfg.rand_augment,
+                               reprob=cfg.reprob, mean=data.mean, std=data.std)
+        common = dict(device=device, mean=data.mean, std=data.std, rank=world.rank, world_size=world.size)
+        train_loader = MemoryLoader(train_images, [data.train_targets[i] for i in indices], augment=augment,
+                                    batch_size=cfg.batch_size, two_views=cfg.two_views, seed=cfg.seed, **common)
+        test_loader = MemoryLoader(test_images, data.test.labels, batch_size=max(cfg.batch_size, 256), **common)
+        return train_loader, test_loader, "memory"
+
     train_tf = train_transform(cfg, data.mean, data.std, data.native_size, cfg.hflip)
     train_set = Subset(Transformed(data.train, train_tf, train_tf if cfg.two_views else None), indices)
     test_set = Transformed(data.test, eval_transform(cfg, data.mean, data.std))
+    if world.distributed:  # each rank evaluates a strided share; the sums are all-reduced
+        test_set = Subset(test_set, range(world.rank, len(test_set), world.size))
     workers = cfg.workers if cfg.workers is not None else (0 if device.type == "cpu" else min(8, os.cpu_count()))
     # Full batches only (as the reference), unless the subset is smaller than one batch.
-    drop_last = len(train_set) >= cfg.batch_size
+    drop_last = len(train_set) >= cfg.batch_size * world.size
+    sampler = DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=drop_last) if world.distributed else None
     common = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last, **common)
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
+                              drop_last=drop_last, **common)
     test_loader = DataLoader(test_set, batch_size=max(cfg.batch_size, 256), shuffle=False, **common)
-    return train_loader, test_loader
+    return train_loader, test_loader, "pil"
+
+
+def epoch_images(loader) -> int:
+    """Training images one rank sees per epoch."""
+    if isinstance(loader, MemoryLoader):
+        return loader.num_samples
+    return len(loader) * loader.batch_size if loader.drop_last else len(loader.sampler)
 
 
 def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
           state: Optional[dict] = None) -> dict:
     """Train (or resume) one run and return its summary. `resume` is a run directory or checkpoint path;
     its config is the one used (the CLI has already merged the few options allowed to change). `state` is
-    that checkpoint if the caller has already loaded it."""
-    log = log or (lambda msg: None if cfg.quiet else print(msg, file=sys.stderr, flush=True))
+    that checkpoint if the caller has already loaded it. Under torchrun every rank calls this; rank 0 alone
+    logs and writes the run directory."""
+    world = distributed.from_env()
+    if log is None:
+        log = (lambda msg: None) if cfg.quiet or not world.is_main else \
+            (lambda msg: print(msg, file=sys.stderr, flush=True))
     if state is None and resume:
         state = load_checkpoint(resume)
     cfg.validate()
-    device = resolve_device(cfg.device)
+    device = distributed.init(world, cfg.device) if world.distributed else resolve_device(cfg.device)
+    try:
+        return _train(cfg, resume, log, state, world, device)
+    finally:
+        distributed.shutdown(world)
+
+
+def _train(cfg: Config, resume, log, state, world: World, device: torch.device) -> dict:
     amp_dtype, needs_scaler = resolve_precision(cfg.precision, device)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -92,19 +146,20 @@ def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str
 
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
     resolve_for_data(cfg, data)
-    run = RunDir(cfg.out).create()
+    run = RunDir(cfg.out)
     if state is None and run.checkpoint.exists():
         raise UserError(f"{run.path} already holds a run; continue it with --resume {run.path} "
                         f"or choose another --out")
     if state is not None and state["data"]["classes"] != data.classes:
         raise UserError(f"checkpoint {resume} was trained on other classes than {cfg.dataset} at "
                         f"{cfg.data_root}; resume with the same data")
-    run.write_config(cfg)
-    train_loader, test_loader = make_loaders(cfg, data, device, log)
+    if world.is_main:
+        run.create().write_config(cfg)
+    train_loader, test_loader, data_path = make_loaders(cfg, data, device, log, world)
 
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model: SSATModel = build_model(cfg, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
-    effective_batch = cfg.batch_size * cfg.accum_steps
+    effective_batch = cfg.batch_size * cfg.accum_steps * world.size
     lr = cfg.lr if cfg.lr is not None else cfg.blr * effective_batch / 256
     optimizer = engine.build_optimizer(model, lr, cfg.weight_decay, device)
     updates_per_epoch = -(-len(train_loader) // cfg.accum_steps)
@@ -113,7 +168,6 @@ def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str
     scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
 
     start_epoch, best_acc1, best_epoch, train_time, wall_time = 0, 0.0, 0, 0.0, 0.0
-    images_per_epoch = len(train_loader) * cfg.batch_size if train_loader.drop_last else len(train_loader.dataset)
     if state is not None:
         try:
             model.load_state_dict(state["model"])
@@ -130,26 +184,43 @@ def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str
             log(f"{run.path} already finished all {cfg.epochs} epochs; raise --epochs to train further")
             return json.loads(run.summary.read_text())
         log(f"resuming {run.path} after epoch {start_epoch} of {cfg.epochs}")
-    run.keep_metrics_before(start_epoch + 1)
+    if world.is_main:
+        run.keep_metrics_before(start_epoch + 1)
+
+    # What runs the step: the model itself, wrapped for DDP and/or compiled. State is always read from `model`.
+    step_model: torch.nn.Module = model
+    if world.distributed:
+        step_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        if cfg.deterministic:  # compiled kernels draw masks from torch's generator too, as in eager mode
+            from torch._inductor import config as inductor_config
+            inductor_config.fallback_random = True
+        step_model = torch.compile(step_model)
 
     n_params = sum(p.numel() for p in model.backbone.parameters())
     n_params_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"{cfg.method} {cfg.model} on {cfg.dataset}: {len(train_loader.dataset)} train / "
-        f"{len(test_loader.dataset)} test images, {cfg.img_size}px, patch {cfg.patch_size}, "
-        f"{n_params / 1e6:.2f}M params ({n_params_train / 1e6:.2f}M trained), lr {lr:.2e}, {device}"
-        + (f" {amp_dtype}" if amp_dtype else ""))
+    log(f"{cfg.method} {cfg.model} on {cfg.dataset}: {epoch_images(train_loader) * world.size} train / "
+        f"{len(data.test)} test images, {cfg.img_size}px, patch {cfg.patch_size}, "
+        f"{n_params / 1e6:.2f}M params ({n_params_train / 1e6:.2f}M trained), lr {lr:.2e} (batch {effective_batch}), "
+        f"{device}" + (f" {amp_dtype}" if amp_dtype else "") + f", {data_path} data path"
+        + (f", {world.size} processes" if world.distributed else ""))
 
     resumed_train_time = train_time
     for epoch in range(start_epoch, cfg.epochs):
-        # Re-seed every epoch from (seed, epoch): a resumed epoch draws exactly the same augmentations,
+        # Re-seed every epoch from (seed, epoch, rank): a resumed epoch draws exactly the same augmentations,
         # shuffles, masks and drop-path as in an uninterrupted run.
-        seed_everything(cfg.seed * 100_003 + epoch)
+        seed_everything(distributed.epoch_seed(cfg.seed, epoch, world.rank))
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        elif isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        tr = engine.train_one_epoch(model, train_loader, optimizer, scheduler, scaler, epoch=epoch, device=device,
-                                    amp_dtype=amp_dtype, accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad,
-                                    progress=not cfg.quiet and sys.stderr.isatty())
+        tr = engine.train_one_epoch(step_model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
+                                    device=device, amp_dtype=amp_dtype, accum_steps=cfg.accum_steps,
+                                    clip_grad=cfg.clip_grad, world=world,
+                                    progress=not cfg.quiet and world.is_main and sys.stderr.isatty())
         t1 = time.perf_counter()
-        ev = engine.evaluate(model.backbone, test_loader, device=device, amp_dtype=amp_dtype)
+        ev = engine.evaluate(model.backbone, test_loader, device=device, amp_dtype=amp_dtype, world=world)
         epoch_time = time.perf_counter() - t0
         train_time, wall_time = train_time + (t1 - t0), wall_time + epoch_time
         if ev["acc1"] > best_acc1:
@@ -158,16 +229,22 @@ def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str
                "loss_aux": tr.get("loss_aux"), "train_acc1": tr["acc1"], "train_acc5": tr["acc5"],
                "val_loss": ev["loss"], "val_acc1": ev["acc1"], "val_acc5": ev["acc5"],
                "epoch_time_s": round(epoch_time, 3)}
-        run.append_metrics(row)
-        save_checkpoint(run.checkpoint, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "epoch": epoch + 1, "rng": rng_state(), "config": cfg.to_dict(),
-            "data": data_meta(data), "best_acc1": best_acc1, "best_epoch": best_epoch,
-            "train_time_s": train_time, "wall_time_s": wall_time})
+        distributed.assert_in_sync(world, model)
+        if world.is_main:
+            run.append_metrics(row)
+            save_checkpoint(run.checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
+                "rng": rng_state(), "config": cfg.to_dict(), "data": data_meta(data), "best_acc1": best_acc1,
+                "best_epoch": best_epoch, "train_time_s": train_time, "wall_time_s": wall_time,
+                "world_size": world.size})
+        world.barrier()  # no rank runs ahead of the checkpoint it would resume from
         aux = f" (primary {tr['loss_primary']:.4f}, aux {tr['loss_aux']:.4f})" if "loss_aux" in tr else ""
         log(f"epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}{aux}  train acc {tr['acc1']:.1f}  "
             f"val acc1 {ev['acc1']:.2f} acc5 {ev['acc5']:.2f}  {epoch_time:.1f}s")
 
+    if not world.is_main:
+        return {}
     last = run.read_metrics()[-1]
     save_weights(run.weights, model.backbone.encoder.state_dict(),
                  {"config": cfg.to_dict(), "data": data_meta(data),
@@ -181,11 +258,13 @@ def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str
         "best_acc1": best_acc1, "best_epoch": best_epoch,
         "params": n_params, "params_train": n_params_train,
         "train_time_s": round(train_time, 2), "wall_time_s": round(wall_time, 2),
-        "train_images_per_s": round(images_per_epoch * (cfg.epochs - start_epoch)
+        "train_images_per_s": round(epoch_images(train_loader) * world.size * (cfg.epochs - start_epoch)
                                     / max(1e-9, train_time - resumed_train_time), 1),
-        "n_train": len(train_loader.dataset), "n_test": len(test_loader.dataset),
-        "batch_size": effective_batch, "lr": lr, "device": str(device),
+        "n_train": len(train_loader.images) if isinstance(train_loader, MemoryLoader) else len(train_loader.dataset),
+        "n_test": len(data.test),
+        "batch_size": effective_batch, "lr": lr, "device": str(device), "world_size": world.size,
         "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+        "data_path": data_path, "compiled": cfg.compile,
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
     }
     run.write_summary(summary)

@@ -3,7 +3,8 @@
 Train, small images ('pad', default below 64 px): random crop with zero padding of img/8 px, horizontal flip
 where label-preserving, RandAugment, normalise, random erasing. Train, large images ('rrc'): timm's
 `create_transform` exactly as the reference (random-resized crop, bicubic). Eval: resize + centre crop (crop
-fraction 0.875 as the reference for 'rrc'; 1.0 for 'pad', where the model trained on the whole image)."""
+fraction 0.875 as the reference for 'rrc'; 1.0 for 'pad' and 'none', where the model trained on the whole image).
+The in-memory path (data/memory.py, data/batch_augment.py) does the same on batched tensors."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from torchvision import transforms as T
 
 
 def crop_mode(cfg) -> str:
+    """'pad', 'rrc' or 'none' ('auto' resolved by image size)."""
     return cfg.crop if cfg.crop != "auto" else ("pad" if cfg.img_size < 64 else "rrc")
 
 
@@ -26,8 +28,10 @@ def train_transform(cfg, mean, std, native_size: int, hflip: bool):
     if crop_mode(cfg) == "rrc":
         return create_transform(size, is_training=True, auto_augment=policy, re_prob=cfg.reprob, re_mode="pixel",
                                 interpolation="bicubic", mean=mean, std=std, hflip=0.5 if hflip else 0.0)
-    steps = [] if size == native_size else [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC)]
-    steps.append(T.RandomCrop(size, padding=max(1, size // 8)))
+    steps = [] if size == native_size else [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+                                            T.CenterCrop(size)]
+    if crop_mode(cfg) == "pad":
+        steps.append(T.RandomCrop(size, padding=max(1, size // 8)))
     if hflip:
         steps.append(T.RandomHorizontalFlip())
     if policy:

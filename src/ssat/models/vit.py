@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from timm.layers import build_sincos2d_pos_embed
 
+from ssat.models.layers import Attention
 from ssat.models.registry import register_model
 
 
@@ -22,7 +23,8 @@ class ViTBackbone(nn.Module):
         self.timm_kwargs = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
                                 num_classes=num_classes, global_pool=global_pool, **arch)
         self.timm_name = timm_name
-        self.encoder = timm.create_model(timm_name, pretrained=False, drop_path_rate=drop_path, **self.timm_kwargs)
+        self.encoder = timm.create_model(timm_name, pretrained=False, drop_path_rate=drop_path, attn_layer=Attention,
+                                         **self.timm_kwargs)
         if self.encoder.num_prefix_tokens != 1 or self.encoder.no_embed_class:
             raise ValueError(f"{timm_name}: SSAT expects exactly one class token with its own position")
         self.in_chans = in_chans

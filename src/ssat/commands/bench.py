@@ -1,0 +1,152 @@
+"""`ssat bench`: time the real training step (engine.train_one_epoch) on synthetic data; one JSON line out.
+
+Reports images/s, ms per step, achieved GFLOP/s (FLOPs from PyTorch's counter, ssat/flops.py) and that as a
+fraction of the measured dense-matmul peak of the precision used; `--compare` adds the other method and the
+SSAT/scratch step-time ratio; `--data` times the in-memory data path (augmentation included) beside the step."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from typing import Optional
+
+import torch
+
+from ssat import engine
+from ssat.commands.train import resolve_device, resolve_precision
+from ssat.config import Config
+from ssat.data.batch_augment import BatchAugment
+from ssat.data.memory import MemoryLoader
+from ssat.flops import train_flops_per_image
+from ssat.objective import build_model
+from ssat.runs import seed_everything
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_gflops(device: torch.device, dtype: Optional[torch.dtype], seconds: float = 1.0) -> float:
+    """Dense square matmul throughput at this precision: the reference point for 'fraction of peak'."""
+    n = 8192 if device.type == "cuda" else 2048
+    dtype = dtype or torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    _sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or reps < 3:
+        a @ b
+        reps += 1
+        if reps % 4 == 0:
+            _sync(device)
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+class StepTimer:
+    """One method's training step, exactly as `ssat train` runs it (engine.train_one_epoch), on a fixed batch."""
+
+    def __init__(self, cfg: Config, device: torch.device, classes: int):
+        seed_everything(cfg.seed)
+        self.cfg, self.device = cfg, device
+        self.amp_dtype, needs_scaler = resolve_precision(cfg.precision, device)
+        self.model = build_model(cfg, num_classes=classes, in_chans=3).to(device)
+        self.optimizer = engine.build_optimizer(self.model, 1e-4, cfg.weight_decay, device)
+        self.scheduler = engine.build_scheduler(self.optimizer, epochs=1, warmup_epochs=0,
+                                                updates_per_epoch=1_000_000, min_lr=1e-6)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
+        self.images = torch.randn(cfg.batch_size, 3, cfg.img_size, cfg.img_size, device=device)
+        self.targets = torch.randint(0, classes, (cfg.batch_size,), device=device)
+        self.flops = train_flops_per_image(self.model, self.images, self.targets)
+        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.times: list[float] = []
+
+    def run(self, n: int) -> float:
+        """Seconds per step over `n` steps (the epoch ends with a host read-out, so the device is synchronised)."""
+        _sync(self.device)
+        t0 = time.perf_counter()
+        engine.train_one_epoch(self.step_model, [(self.images, self.targets)] * n, self.optimizer, self.scheduler,
+                               self.scaler, epoch=0, device=self.device, amp_dtype=self.amp_dtype)
+        return (time.perf_counter() - t0) / n
+
+    def result(self, warmup_s: float) -> dict:
+        per_step = statistics.median(self.times)
+        batch = self.cfg.batch_size
+        return {"method": self.cfg.method, "images_per_s": round(batch / per_step, 1),
+                "ms_per_step": round(per_step * 1000, 1), "gflop_per_image": round(self.flops / 1e9, 4),
+                "gflops_per_s": round(self.flops * batch / per_step / 1e9, 1), "warmup_s": round(warmup_s, 2)}
+
+
+def time_steps(cfgs: list[Config], device: torch.device, *, steps: int, warmup: int, classes: int) -> list[dict]:
+    """Median step time per method. Several methods are timed in alternating rounds of a few steps, so a slow
+    spell of a shared machine falls on all of them alike and their ratio stays fair."""
+    timers = [StepTimer(cfg, device, classes) for cfg in cfgs]
+    warm = [t.run(warmup) * warmup for t in timers]
+    rounds = max(1, min(steps, 5))
+    per_round = [steps // rounds + (i < steps % rounds) for i in range(rounds)]
+    for n in per_round:
+        for t in timers:
+            t.times.append(t.run(n))
+    return [t.result(w) for t, w in zip(timers, warm)]
+
+
+def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> float:
+    """Images/s of the in-memory path's training batches (default augmentation, two views if asked) on `device`."""
+    seed_everything(cfg.seed)
+    n = cfg.batch_size * batches
+    images = torch.randint(0, 256, (n, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8)
+    crop = cfg.crop if cfg.crop != "auto" else ("pad" if cfg.img_size < 64 else "rrc")
+    augment = BatchAugment(size=cfg.img_size, crop=crop, hflip=True, rand_augment=cfg.rand_augment,
+                           reprob=cfg.reprob, mean=(0.5,) * 3, std=(0.25,) * 3)
+    loader = MemoryLoader(images, [0] * n, batch_size=cfg.batch_size, device=device, mean=(0.5,) * 3,
+                          std=(0.25,) * 3, augment=augment, two_views=cfg.two_views)
+    for _ in loader:  # warm-up epoch
+        pass
+    _sync(device)
+    t0 = time.perf_counter()
+    for x, *_ in loader:
+        pass
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def bench(*, model: str, img: int, patch: int, batch: int, method: str, compare: bool, device_name: str,
+          precision: str, compile: bool, steps: int, warmup: int, classes: int, data: bool, peak: bool) -> dict:
+    device = resolve_device(device_name)
+    cfg = Config(model=model, img_size=img, patch_size=patch, batch_size=batch, method=method, precision=precision,
+                 compile=compile, device=str(device)).validate()
+    amp_dtype, _ = resolve_precision(cfg.precision, device)
+    result = {"model": model, "img": img, "patch": patch, "batch": batch, "device": str(device),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+              or platform.machine(), "threads": torch.get_num_threads(),
+              "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", "compile": compile,
+              "steps": steps}
+    methods = [cfg] + ([Config(**{**cfg.to_dict(), "method": "scratch" if method != "scratch" else "ssat"})]
+                       if compare else [])
+    timed = time_steps(methods, device, steps=steps, warmup=warmup, classes=classes)
+    result.update(timed[0])
+    if peak:
+        result["peak_gflops_per_s"] = round(matmul_peak_gflops(device, amp_dtype), 1)
+        result["fraction_of_peak"] = round(result["gflops_per_s"] / result["peak_gflops_per_s"], 3)
+    if compare:
+        result["compare"] = timed[1]
+        ssat, scratch = (result, result["compare"]) if method != "scratch" else (result["compare"], result)
+        result["ssat_over_scratch_step_time"] = round(ssat["ms_per_step"] / scratch["ms_per_step"], 3)
+        result["ssat_over_scratch_flops"] = round(ssat["gflop_per_image"] / scratch["gflop_per_image"], 3)
+    if data:
+        result["loader_images_per_s"] = round(time_loader(cfg, device), 1)
+        result["loader_over_step"] = round(result["loader_images_per_s"] / result["images_per_s"], 2)
+    result["torch"] = torch.__version__
+    return result
+
+
+def main(args) -> int:
+    print(json.dumps(bench(model=args.model, img=args.img, patch=args.patch, batch=args.batch, method=args.method,
+                           compare=args.compare, device_name=args.device, precision=args.precision,
+                           compile=args.compile, steps=args.steps, warmup=args.warmup, classes=args.classes,
+                           data=args.data, peak=not args.no_peak)), flush=True)
+    return 0

@@ -1,0 +1,61 @@
+"""`ssat bench` and the FLOP counts it (and the run summaries) rest on."""
+
+import json
+
+import pytest
+import torch
+
+from ssat.cli import main
+from ssat.commands.bench import matmul_peak_gflops
+from ssat.flops import count_flops, inference_flops_per_image, train_flops_per_image
+from ssat.objective import build_model
+
+
+def vit_test_forward_flops(tokens: int, dim=32, depth=2, heads=2, mlp=4, patches=16, patch_pixels=4, classes=10):
+    """Hand count (2 FLOPs per multiply-add) of the tiny test ViT's forward pass for one image."""
+    per_block = (tokens * dim * 3 * dim             # qkv
+                 + 2 * heads * tokens * tokens * (dim // heads)  # q·kᵀ and attention·v
+                 + tokens * dim * dim               # output projection
+                 + 2 * tokens * dim * mlp * dim)    # MLP
+    return 2 * (patches * dim * patch_pixels + depth * per_block + dim * classes)
+
+
+def test_inference_flops_equal_the_hand_count(tiny_cfg):
+    model = build_model(tiny_cfg(img_size=8, patch_size=2), num_classes=10, in_chans=1)
+    counted = inference_flops_per_image(model.backbone, torch.randn(4, 1, 8, 8))
+    assert counted == pytest.approx(vit_test_forward_flops(tokens=17), rel=0.01)
+
+
+def test_ssat_training_flops_add_the_masked_stream_and_decoder(tiny_cfg):
+    x, y = torch.randn(4, 1, 8, 8), torch.arange(4)
+    scratch = build_model(tiny_cfg(method="scratch", img_size=8, patch_size=2), num_classes=10, in_chans=1)
+    ssat = build_model(tiny_cfg(method="ssat", img_size=8, patch_size=2), num_classes=10, in_chans=1)
+    base, joint = train_flops_per_image(scratch, x, y), train_flops_per_image(ssat, x, y)
+    aux = count_flops(lambda: ssat.aux.loss(ssat.backbone, x)[0].backward()) / 4
+    assert joint == pytest.approx(base + aux, rel=0.01)
+    # The masked encoder pass sees 1 + 4 tokens, not 17: its forward is far cheaper than the primary's.
+    masked_forward = count_flops(lambda: ssat.backbone.forward_masked(x, torch.zeros(4, 4, dtype=torch.long))) / 4
+    assert masked_forward < 0.35 * vit_test_forward_flops(tokens=17)
+
+
+def test_bench_prints_one_json_line_with_the_comparison(capsys):
+    assert main(["bench", "--model", "vit_test", "--img", "8", "--patch", "2", "--batch", "8", "--steps", "2",
+                 "--warmup", "1", "--compare", "--data", "--no-peak", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    r = json.loads(lines[0])
+    for key in ("images_per_s", "ms_per_step", "gflops_per_s", "gflop_per_image", "loader_images_per_s"):
+        assert r[key] > 0, key
+    assert r["method"] == "ssat" and r["compare"]["method"] == "scratch"
+    assert r["ssat_over_scratch_flops"] > 1
+    assert r["ssat_over_scratch_step_time"] == pytest.approx(r["ms_per_step"] / r["compare"]["ms_per_step"],
+                                                             rel=0.01)
+
+
+def test_matmul_peak_is_measured():
+    assert matmul_peak_gflops(torch.device("cpu"), None, seconds=0.05) > 0.1
+
+
+def test_bench_rejects_bad_numbers(capsys):
+    assert main(["bench", "--steps", "0"]) == 2
+    assert "--steps, --warmup and --batch must be at least 1" in capsys.readouterr().err
