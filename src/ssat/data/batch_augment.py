@@ -27,9 +27,10 @@ import torch.nn.functional as F
 
 from ssat.errors import UserError
 
-OPS = ("auto_contrast", "equalize", "invert", "rotate", "posterize", "solarize", "solarize_add", "color", "contrast",
-       "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y")
+PHOTOMETRIC = ("auto_contrast", "equalize", "invert", "posterize", "solarize", "solarize_add", "color", "contrast",
+               "brightness", "sharpness")
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+OPS = PHOTOMETRIC + GEOMETRIC  # geometric ops last: `op >= len(PHOTOMETRIC)` selects them
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def rand_augment(x: torch.Tensor, policy: RandAugmentPolicy, fill: torch.Tensor)
         theta[:, 1, 0] += sel("shear_y") * shear * w / h
         theta[:, 0, 2] += sel("translate_x") * shift
         theta[:, 1, 2] += sel("translate_y") * shift
-        geometric = _bcast(active & torch.isin(op, torch.tensor([OPS.index(g) for g in GEOMETRIC], device=dev)))
+        geometric = _bcast(active & (op >= len(PHOTOMETRIC)))
         x = torch.where(geometric, _affine(x, theta, fill), x)
 
         # Photometric ops, magnitudes as timm's increasing set.
@@ -223,10 +224,20 @@ class BatchAugment:
         self.policy = RandAugmentPolicy.parse(rand_augment)
         self.mean, self.std = tuple(mean), tuple(std)
 
+        self._constants: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+    def constants(self, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """mean, std and RandAugment's fill colour on `dev`, copied there once (a copy per batch would make the
+        host wait for the device)."""
+        if dev not in self._constants:
+            as_tensor = lambda v: torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1).to(dev)  # noqa: E731
+            self._constants[dev] = (as_tensor(self.mean), as_tensor(self.std),
+                                    as_tensor([round(255 * m) / 255 for m in self.mean]))
+        return self._constants[dev]
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         dev = images.device
-        mean = torch.tensor(self.mean, device=dev).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=dev).view(1, -1, 1, 1)
+        mean, std, fill = self.constants(dev)
         x = images.float() / 255
         b = x.shape[0]
         flip = (torch.rand(b, device=dev) < 0.5) if self.hflip else torch.zeros(b, dtype=torch.bool, device=dev)
@@ -239,7 +250,6 @@ class BatchAugment:
                 x = pad_crop(x, self.size, max(1, self.size // 8))
             x = torch.where(_bcast(flip), x.flip(-1), x)
         if self.policy is not None:
-            fill = torch.tensor([round(255 * m) / 255 for m in self.mean], device=dev).view(1, -1, 1, 1)
             x = rand_augment(x, self.policy, fill)
         x = (x - mean) / std
         if self.reprob > 0:
