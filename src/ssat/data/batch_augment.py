@@ -93,9 +93,9 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
 
 def _sharpen(x: torch.Tensor) -> torch.Tensor:
     """PIL's SMOOTH filter (3x3, centre weight 5, sum 13), border pixels left as they are."""
-    kernel = torch.ones(3, 3, device=x.device, dtype=x.dtype)
-    kernel[1, 1] = 5
-    kernel = (kernel / 13).expand(x.shape[1], 1, 3, 3)
+    # Built on the device by arithmetic: writing a Python number into a CUDA tensor would be a synchronising copy.
+    centre = torch.arange(9, device=x.device, dtype=x.dtype).view(3, 3) == 4
+    kernel = ((1 + 4 * centre.to(x.dtype)) / 13).expand(x.shape[1], 1, 3, 3)
     smooth = F.conv2d(x, kernel, padding=1, groups=x.shape[1])
     border = torch.ones_like(x[:1, :1], dtype=torch.bool)
     border[..., 1:-1, 1:-1] = False
