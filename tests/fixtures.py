@@ -44,3 +44,112 @@ def write_imagefolder(root: Path, classes=("cat", "dog", "fox"), per_class: int 
                 pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / split / c / f"{i}.png")
     return root
+
+
+def _png(path: Path, rng, size=(12, 10), mode="RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8), mode).save(path)
+
+
+def write_svhn(root: Path, per_class: int = 2) -> Path:
+    """train_32x32.mat / test_32x32.mat: X (32, 32, 3, N) uint8, y (N, 1) with the digit 0 stored as 10."""
+    from scipy.io import savemat
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train_32x32.mat", 10 * per_class), ("test_32x32.mat", 10)):
+        y = np.array([(i % 10) or 10 for i in range(n)], dtype=np.uint8).reshape(n, 1)
+        savemat(root / name, {"X": rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8), "y": y})
+    return root
+
+
+def write_mnist(root: Path, gz: bool = True, torchvision: bool = False, folder: str = "MNIST",
+                train: int = 20, test: int = 10) -> Path:
+    """The four IDX files (big-endian header, uint8 data), gzipped like the downloads, optionally in <folder>/raw."""
+    import gzip
+    rng = np.random.default_rng(0)
+    where = root / folder / "raw" if torchvision else root
+    where.mkdir(parents=True, exist_ok=True)
+
+    def idx(name, array):
+        header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        data = header + array.astype(np.uint8).tobytes()
+        (gzip.open if gz else open)(where / (name + (".gz" if gz else "")), "wb").write(data)
+
+    for prefix, n in (("train", train), ("t10k", test)):
+        idx(f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, size=(n, 28, 28)))
+        idx(f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    return where
+
+
+def write_flowers(root: Path, classes: int = 3, per_split: int = 2) -> Path:
+    """flowers-102/: jpg/image_%05d.jpg, imagelabels.mat (1-based labels), setid.mat (trnid, valid, tstid)."""
+    from scipy.io import savemat
+    rng = np.random.default_rng(0)
+    folder = root / "flowers-102"
+    n = classes * per_split * 3
+    labels = np.array([i % classes + 1 for i in range(n)])
+    for i in range(1, n + 1):
+        _png(folder / "jpg" / f"image_{i:05d}.jpg", rng)
+    ids = np.arange(1, n + 1)
+    savemat(folder / "imagelabels.mat", {"labels": labels.reshape(1, -1)})
+    third = n // 3
+    savemat(folder / "setid.mat", {"trnid": ids[:third].reshape(1, -1), "valid": ids[third:2 * third].reshape(1, -1),
+                                   "tstid": ids[2 * third:].reshape(1, -1)})
+    return folder
+
+
+def write_medmnist(root: Path, name: str = "pneumoniamnist", size: int = 28, classes: int = 2, rgb: bool = False):
+    """<name>.npz (28 px) or <name>_<size>.npz with train/val/test images and (N, 1) labels."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, n in (("train", 6 * classes), ("val", 2 * classes), ("test", 3 * classes)):
+        shape = (n, size, size, 3) if rgb else (n, size, size)
+        arrays[f"{split}_images"] = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % classes).reshape(n, 1).astype(np.uint8)
+    path = root / (f"{name}.npz" if size == 28 else f"{name}_{size}.npz")
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def write_chaoyang(root: Path, per_class: int = 2) -> Path:
+    """train/ and test/ image folders plus train.json / test.json lists of {"name", "label"}."""
+    import json
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4 * per_class), ("test", 4)):
+        entries = []
+        for i in range(n):
+            name = f"{split}/{i:03d}.jpg"
+            _png(root / name, rng, size=(16, 16))
+            entries.append({"name": name, "label": i % 4})
+        (root / f"{split}.json").write_text(json.dumps(entries))
+    return root
+
+
+def write_domainnet(root: Path, domain: str = "sketch", classes=("aircraft_carrier", "zebra", "bee"),
+                    per_class: int = 2) -> Path:
+    """<domain>/<class>/<file>.jpg and <domain>_train.txt / _test.txt with '<domain>/<class>/<file> <label>'."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("test", 1)):
+        lines = []
+        for label, c in enumerate(classes):
+            for i in range(n):
+                rel = f"{domain}/{c}/{domain}_{split}_{label:03d}_{i:06d}.jpg"
+                _png(root / rel, rng)
+                lines.append(f"{rel} {label}")
+        (root / f"{domain}_{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def write_csv_lists(root: Path, classes=("benign", "malignant"), per_class: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("test", 1)):
+        rows = ["path,label"]
+        for c in classes:
+            for i in range(n):
+                rel = f"images/{split}_{c}_{i}.png"
+                _png(root / rel, rng)
+                rows.append(f"{rel},{c}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return root

@@ -122,3 +122,15 @@ def test_random_erase_probability():
     area = boxes.flatten(1).float().mean(1)
     assert (area <= 1 / 3 + 0.05).all() and (area >= 0.01).all()
     assert torch.equal(random_erase(x, 0.0), x)
+
+
+def test_sharpness_blend_matches_pil():
+    from PIL import ImageEnhance
+
+    from ssat.data.batch_augment import _blend, _sharpen
+    x = images(3, c=3, size=12, seed=5)
+    ours = (_blend(x.float() / 255, _sharpen(x.float() / 255), torch.tensor([1.8, 0.2, 1.0])) * 255).round()
+    for i, factor in enumerate((1.8, 0.2, 1.0)):
+        pil = ImageEnhance.Sharpness(Image.fromarray(x[i].permute(1, 2, 0).numpy())).enhance(factor)
+        diff = np.abs(ours[i].permute(1, 2, 0).numpy() - np.asarray(pil).astype(float))
+        assert diff.max() <= 1, (factor, diff.max())

@@ -23,8 +23,10 @@ def train(tmp_path, flags, *extra, name="run"):
 
 def test_one_epoch_writes_every_run_file(tmp_path, tiny_flags, capsys):
     out = train(tmp_path, tiny_flags)
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "summary.json",
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "summary.json", "subset.json",
                                                "checkpoint-last.pt", "model.safetensors"}
+    subset = json.loads((out / "subset.json").read_text())
+    assert subset["indices"] == list(range(1437)) and subset["n_full"] == 1437
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["img_size"] == 8 and config["patch_size"] == 2 and config["hflip"] is False  # resolved
     (row,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -72,6 +72,11 @@ def build_parser() -> Parser:
     ev.add_argument("--dataset", help="data set to evaluate on [default: the one it was trained on]")
     ev.add_argument("--data-root", help="folder of that data set's files [default: the training run's]")
     ev.add_argument("--download", action="store_true", help="download the data set if missing (needs internet)")
+    ev.add_argument("--perturb", metavar="KIND[:SEVERITY]", help="evaluate on a seeded perturbed copy of the test "
+                    "set: perspective[:0.5], rotate[:30], blur[:1.0], noise[:0.1] or jpeg[:20]; a run's summary.json "
+                    "records the result")
+    ev.add_argument("--perturb-seed", type=int, default=0, help="seed of the perturbation [default: 0]")
+    ev.add_argument("--domain", help="DomainNet domain to evaluate on [default: the one it was trained on]")
     ev.add_argument("--batch-size", type=int, default=256, help="images per batch [default: 256]")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
 
@@ -85,6 +90,19 @@ def build_parser() -> Parser:
     tb = sub.add_parser("table", help="side-by-side table of finished runs (from their summary.json)",
                         description="Print a Markdown table of runs; a directory is searched for runs below it.")
     tb.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or directories holding runs")
+    data = sub.add_parser("data", help="inspect a data set (`ssat data info`)")
+    data_sub = data.add_subparsers(dest="data_command", metavar="info", parser_class=Parser, required=True)
+    di = data_sub.add_parser("info", help="splits, class counts, image size and channels of a data set",
+                             description="Read a data set through the loader `ssat train` uses and describe it.")
+    di.add_argument("--dataset", default="digits", help="data set name [default: digits]")
+    di.add_argument("--data-root", help="folder holding its files")
+    di.add_argument("--download", action="store_true", help="download it first if missing (needs internet)")
+    di.add_argument("--train-split", help="flowers102 / MedMNIST: train or train+val")
+    di.add_argument("--domain", help="DomainNet domain")
+    di.add_argument("--medmnist-size", type=int, help="MedMNIST release: 28, 64, 128 or 224")
+    di.add_argument("--gray-to-rgb", action="store_true", default=None, help="replicate grayscale to 3 channels")
+    di.add_argument("--json", action="store_true", help="one JSON object instead of text")
+
     bn = sub.add_parser("bench", help="time the training step (and the in-memory data path); one JSON line",
                         description="Time warm-up + N optimizer steps of the real training loop on synthetic "
                                     "data and print images/s, ms/step and achieved GFLOP/s.")
@@ -125,6 +143,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[dict]]:
     return Config.from_dict({**cfg.to_dict(), **given}, source="command line"), None
 
 
+def one_line(message: str) -> str:
+    """A UserError raised in a DataLoader worker arrives wrapped in the worker's traceback; keep its own line."""
+    marker = "UserError: "
+    if "Original Traceback" in message and marker in message:
+        return message.rsplit(marker, 1)[1].strip().splitlines()[0]
+    return message
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     try:
@@ -143,12 +169,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         elif args.command == "eval":
             from ssat.commands.inference import evaluate_checkpoint
             print(json.dumps(evaluate_checkpoint(args.checkpoint, args.dataset, args.data_root, args.download,
-                                                 args.batch_size, args.device)))
+                                                 args.batch_size, args.device, domain=args.domain,
+                                                 perturb=args.perturb, perturb_seed=args.perturb_seed)))
         elif args.command == "predict":
             from ssat.commands.inference import predict, print_json_lines
             if args.topk < 1:
                 raise UserError(f"--topk must be at least 1, got {args.topk}")
             print_json_lines(predict(args.checkpoint, args.images, args.topk, args.device))
+        elif args.command == "data":
+            from ssat.commands.datainfo import main as data_main
+            return data_main(args)
         elif args.command == "bench":
             from ssat.commands.bench import main as bench_main
             if args.steps < 1 or args.warmup < 1 or args.batch < 1:
@@ -158,7 +188,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             from ssat.commands.table import collect, markdown
             print(markdown(collect(args.runs)))
     except UserError as e:
-        print(f"ssat: error: {e}", file=sys.stderr)
+        print(f"ssat: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ssat: interrupted; a training run continues from its last epoch with `ssat train --resume DIR`",

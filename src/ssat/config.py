@@ -25,7 +25,22 @@ class Config:
     dataset: str = opt("digits", "data set name (see `ssat train --help` epilog)", "data")
     data_root: Optional[str] = opt(None, "folder holding the data set's files (not needed for digits)", "data")
     download: bool = opt(False, "download the data set into --data-root if it is missing (needs internet)", "data")
+    train_split: str = opt("train", "training split of flowers102 / MedMNIST: 'train' or 'train+val'", "data",
+                           choices="train,train+val")
+    domain: str = opt("clipart", "DomainNet domain", "data",
+                      choices="clipart,infograph,painting,quickdraw,real,sketch")
+    medmnist_size: int = opt(28, "MedMNIST release to read: 28, 64, 128 or 224 px", "data")
+    on_bad_image: str = opt("error", "an unreadable image file: 'error' (stop, naming it) or 'skip' (scan once at "
+                                     "load, leave bad files out and list them)", "data", choices="error,skip")
+    gray_to_rgb: bool = opt(False, "replicate grayscale images to 3 channels (default: 1 input channel)", "data")
+    stats: str = opt("dataset", "normalisation: 'dataset' (the set's standard constants), 'compute' (estimated "
+                                "from the training images) or 'imagenet'", "data",
+                     choices="dataset,compute,imagenet")
     fraction: float = opt(1.0, "keep this stratified, seeded fraction of the training set, in (0, 1]", "data")
+    per_class: Optional[int] = opt(None, "keep N seeded training images per class instead (all of a class that has "
+                                         "fewer)", "data")
+    subset_file: Optional[str] = opt(None, "train on exactly the images of this subset.json (from another run)",
+                                     "data")
     subset_seed: int = opt(127, "seed of the --fraction subset (127 as the reference; independent of --seed so "
                                 "every method/seed sees the same subset)", "data")
     img_size: Optional[int] = opt(None, "input size in pixels (default: the data set's native size)", "data")
@@ -160,6 +175,8 @@ class Config:
         check(0.0 <= self.lam <= 1.0, f"--lambda must be in [0, 1], got {self.lam} (0.1 is the reference value)")
         check(0.0 < self.mask_ratio < 1.0, f"--mask-ratio must be in (0, 1), got {self.mask_ratio} (0.75 is MAE's)")
         check(0.0 < self.fraction <= 1.0, f"--fraction must be in (0, 1], got {self.fraction} (1 = all images)")
+        check(self.per_class is None or self.per_class >= 1, f"--per-class must be at least 1, got {self.per_class}")
+        check(self.per_class is None or self.fraction == 1.0, "--per-class and --fraction exclude each other; give one")
         check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         check(self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
         check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")

@@ -2,6 +2,7 @@
 
     DIR/config.yaml           the full resolved config
     DIR/metrics.jsonl         one JSON object per epoch
+    DIR/subset.json           the training images used (indices into the training split) and how they were chosen
     DIR/summary.json          final results (written last: its presence means the run finished)
     DIR/checkpoint-last.pt    everything needed to resume, written atomically every epoch
     DIR/model.safetensors     encoder + head only (timm key names), with the config in its metadata
@@ -53,8 +54,8 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.checkpoint, self.weights = self.path / CHECKPOINT, self.path / WEIGHTS
-        self.config, self.metrics, self.summary = (self.path / n for n in ("config.yaml", "metrics.jsonl",
-                                                                          "summary.json"))
+        self.config, self.metrics, self.summary, self.subset = (
+            self.path / n for n in ("config.yaml", "metrics.jsonl", "summary.json", "subset.json"))
 
     def create(self) -> "RunDir":
         self.path.mkdir(parents=True, exist_ok=True)

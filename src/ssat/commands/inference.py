@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -14,11 +15,12 @@ from torch.utils.data import DataLoader
 from ssat import engine
 from ssat.commands.train import resolve_device, resolve_precision
 from ssat.config import Config
-from ssat.data import load_dataset
+from ssat.data.perturb import Perturbed, name_of
+from ssat.data.prepare import load_for
 from ssat.data.transforms import Transformed, eval_transform
 from ssat.errors import UserError
 from ssat.models import build_backbone
-from ssat.runs import load_trained
+from ssat.runs import atomic_write_text, load_trained
 
 
 def load_classifier(checkpoint: str, device: torch.device):
@@ -40,24 +42,40 @@ def load_classifier(checkpoint: str, device: torch.device):
 
 def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_root: Optional[str] = None,
                         download: bool = False, batch_size: int = 256, device: str = "auto",
-                        workers: int = 0) -> dict:
+                        workers: int = 0, domain: Optional[str] = None, perturb: Optional[str] = None,
+                        perturb_seed: int = 0) -> dict:
+    """Accuracy of a trained model on a test split, clean or `perturb`ed (data/perturb.py). Evaluating a run
+    directory on its own data set records a perturbed result in its summary.json under "perturbed"."""
     dev = resolve_device(device)
     model, cfg, meta = load_classifier(checkpoint, dev)
     name = dataset or cfg.dataset
     # The training run's data root applies only when evaluating on the data set it trained on.
     root = data_root if data_root is not None else (cfg.data_root if name == cfg.dataset else None)
-    data = load_dataset(name, root, download)
+    # The run's data options (split, channels, ...) apply; --domain may pick another DomainNet domain.
+    data_cfg = dataclasses.replace(cfg, download=download, domain=domain or cfg.domain).validate()
+    data = load_for(data_cfg, name=name, root=root)
     if data.num_classes != len(meta["classes"]):
         raise UserError(f"wrong class count: the checkpoint predicts {len(meta['classes'])} classes but {name} has "
                         f"{data.num_classes}; evaluate on a data set with the classes it was trained on")
     if data.in_chans != meta["in_chans"]:
         raise UserError(f"the checkpoint takes {meta['in_chans']}-channel images but {name} has "
                         f"{data.in_chans}; evaluate on a data set like the one it was trained on")
-    loader = DataLoader(Transformed(data.test, eval_transform(cfg, meta["mean"], meta["std"])),
+    test = Perturbed(data.test, perturb, perturb_seed) if perturb else data.test
+    loader = DataLoader(Transformed(test, eval_transform(cfg, meta["mean"], meta["std"])),
                         batch_size=batch_size, num_workers=workers)
     amp_dtype, _ = resolve_precision(cfg.precision, dev)
-    result = engine.evaluate(model, loader, device=dev, amp_dtype=amp_dtype)
-    return {"checkpoint": str(checkpoint), "dataset": name, **result}
+    result = {"checkpoint": str(checkpoint), "dataset": name,
+              **engine.evaluate(model, loader, device=dev, amp_dtype=amp_dtype)}
+    if perturb:
+        result["perturb"] = name_of(perturb)
+        result["perturb_seed"] = perturb_seed
+        summary = (Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent) / "summary.json"
+        if summary.is_file() and name == cfg.dataset:
+            record = json.loads(summary.read_text())
+            key = result["perturb"] if perturb_seed == 0 else f"{result['perturb']}@seed{perturb_seed}"
+            record.setdefault("perturbed", {})[key] = {k: result[k] for k in ("acc1", "acc5", "loss", "n")}
+            atomic_write_text(summary, json.dumps(record, indent=2))
+    return result
 
 
 def read_image(path: str, in_chans: int) -> Image.Image:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import timm
@@ -15,16 +16,17 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from ssat import distributed, engine
 from ssat.config import Config, default_patch_size
-from ssat.data import DataBundle, load_dataset
-from ssat.data.subsets import class_counts, stratified_fraction
+from ssat.data import DataBundle
+from ssat.data.prepare import load_for
+from ssat.data.subsets import choose, class_counts
 from ssat.data.batch_augment import BatchAugment
 from ssat.data.memory import MemoryLoader, array_images, fits_in_memory, resize_uint8, to_tensor
 from ssat.data.transforms import Transformed, crop_mode, eval_transform, train_transform
 from ssat.distributed import World
 from ssat.errors import UserError
 from ssat.objective import SSATModel, build_model
-from ssat.runs import RunDir, load_checkpoint, rng_state, save_checkpoint, save_weights, seed_everything, \
-    set_rng_state
+from ssat.runs import RunDir, atomic_write_text, load_checkpoint, rng_state, save_checkpoint, save_weights, \
+    seed_everything, set_rng_state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,14 +73,32 @@ def use_memory_loader(cfg: Config, data: DataBundle) -> bool:
     return fits
 
 
-def make_loaders(cfg: Config, data: DataBundle, device: torch.device, log: Callable[[str], None],
-                 world: World = World()):
-    """-> (train loader, test loader, which path). Both yield (images, targets[, aux_images]) batches."""
-    indices = stratified_fraction(data.train_targets, cfg.fraction, cfg.subset_seed)
-    if cfg.fraction < 1:
+def training_subset(cfg: Config, data: DataBundle, log: Callable[[str], None], saved: Optional[Path] = None):
+    """The run's training indices: a resumed run's own subset.json, else --subset-file / --per-class / --fraction."""
+    source = str(saved) if saved is not None and saved.is_file() else cfg.subset_file
+    indices = choose(data.train_targets, fraction=cfg.fraction, n_per_class=cfg.per_class, seed=cfg.subset_seed,
+                     subset_file=source, dataset=cfg.dataset)
+    if len(indices) < len(data.train_targets):
         counts = class_counts(data.train_targets, indices)
-        log(f"fraction {cfg.fraction}: {len(indices)} of {len(data.train_targets)} training images; per class "
-            + ", ".join(f"{data.classes[c]}={n}" for c, n in counts.items()))
+        how = (f"subset {source}" if source else f"{cfg.per_class} per class" if cfg.per_class
+               else f"fraction {cfg.fraction}")
+        log(f"{how}: {len(indices)} of {len(data.train_targets)} training images; per class "
+            + ", ".join(f"{data.classes[c]}={n}" for c, n in list(counts.items())[:20])
+            + (" ..." if len(counts) > 20 else ""))
+    return indices
+
+
+def subset_record(cfg: Config, data: DataBundle, indices: list[int]) -> dict:
+    counts = class_counts(data.train_targets, indices)
+    return {"dataset": cfg.dataset, "n_full": len(data.train_targets), "fraction": cfg.fraction,
+            "per_class": cfg.per_class, "subset_seed": cfg.subset_seed, "subset_file": cfg.subset_file,
+            "class_counts": {data.classes[c]: n for c, n in counts.items()}, "indices": indices}
+
+
+def make_loaders(cfg: Config, data: DataBundle, device: torch.device, log: Callable[[str], None],
+                 world: World = World(), indices: Optional[list[int]] = None):
+    """-> (train loader, test loader, which path). Both yield (images, targets[, aux_images]) batches."""
+    indices = indices if indices is not None else training_subset(cfg, data, log)
     mode = crop_mode(cfg)
     if use_memory_loader(cfg, data):
         train_images = to_tensor(array_images(data.train)[indices], data.in_chans)
@@ -144,7 +164,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
 
-    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
+    data = load_for(cfg, log)
     resolve_for_data(cfg, data)
     run = RunDir(cfg.out)
     if state is None and run.checkpoint.exists():
@@ -153,9 +173,11 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
     if state is not None and state["data"]["classes"] != data.classes:
         raise UserError(f"checkpoint {resume} was trained on other classes than {cfg.dataset} at "
                         f"{cfg.data_root}; resume with the same data")
+    indices = training_subset(cfg, data, log, saved=run.subset if state is not None else None)
     if world.is_main:
         run.create().write_config(cfg)
-    train_loader, test_loader, data_path = make_loaders(cfg, data, device, log, world)
+        atomic_write_text(run.subset, json.dumps(subset_record(cfg, data, indices)))
+    train_loader, test_loader, data_path = make_loaders(cfg, data, device, log, world, indices)
 
     seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model: SSATModel = build_model(cfg, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
@@ -251,7 +273,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
                   "timm": {"name": model.backbone.timm_name, **model.backbone.timm_kwargs}})
     summary = {
         "method": cfg.method, "aux": cfg.aux if cfg.method == "ssat" else None, "model": cfg.model,
-        "dataset": cfg.dataset, "fraction": cfg.fraction, "epochs": cfg.epochs, "seed": cfg.seed,
+        "dataset": cfg.dataset, "fraction": cfg.fraction, "per_class": cfg.per_class, "epochs": cfg.epochs, "seed": cfg.seed,
         "lambda": cfg.lam if cfg.method == "ssat" else None, "mask_ratio": cfg.mask_ratio if cfg.method == "ssat"
         else None, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
         "test_acc1": last["val_acc1"], "test_acc5": last["val_acc5"], "test_loss": last["val_loss"],

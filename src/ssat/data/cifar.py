@@ -89,10 +89,10 @@ def _load(name: str, root: Path | None, download: bool) -> DataBundle:
 
 
 @register_dataset("cifar10", "CIFAR-10, torchvision layout (cifar-10-batches-py/)")
-def load_cifar10(root, download):
+def load_cifar10(root, download, options):
     return _load("cifar10", root, download)
 
 
 @register_dataset("cifar100", "CIFAR-100, torchvision layout (cifar-100-python/)")
-def load_cifar100(root, download):
+def load_cifar100(root, download, options):
     return _load("cifar100", root, download)

@@ -16,7 +16,7 @@ SPLIT_SEED = 0
 
 
 @register_dataset("digits", "scikit-learn 8x8 digits, bundled (offline default)")
-def load(root, download) -> DataBundle:
+def load(root, download, options) -> DataBundle:
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     labels = digits.target.astype(int)

@@ -1,37 +1,59 @@
-"""Any folder of images: root/train/<class>/*.png|jpg..., root/val/<class>/... (class names must match)."""
+"""Folders of images by class: `root/train/<class>/*`, `root/val/<class>/*` (ImageNet's layout, any class count)."""
 
 from __future__ import annotations
 
-from torchvision.datasets import ImageFolder
+from pathlib import Path
 
-from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, DataBundle, register_dataset
+from ssat.data.files import FileImageDataset, file_bundle
+from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, register_dataset
 from ssat.errors import UserError
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 
-def _folder(path, split):
-    if not path.is_dir():
-        raise UserError(f"image folder {path} does not exist; expected <data-root>/{split}/<class>/<image> "
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def scan_classes(folder: Path, split: str) -> tuple[list[str], list[Path], list[int]]:
+    """-> (class names sorted, image paths, labels). Every class folder must hold at least one image."""
+    if not folder.is_dir():
+        raise UserError(f"image folder {folder} does not exist; expected <data-root>/{split}/<class>/<image> "
                         f"(set --data-root to the folder holding train/ and val/)")
-    try:
-        return ImageFolder(str(path), loader=_rgb)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise UserError(f"{path}: {e}; put at least one image in every class folder") from None
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise UserError(f"{folder} has no class folders; expected {folder}/<class>/<image>")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (folder / name).rglob("*") if is_image(p))
+        if not files:
+            raise UserError(f"class folder {folder / name} holds no image; put images in it or remove it")
+        paths += files
+        labels += [label] * len(files)
+    return classes, paths, labels
 
 
-def _rgb(path):
-    from PIL import Image
-    with open(path, "rb") as f:
-        return Image.open(f).convert("RGB")
+def load_folders(name: str, root, options, val_names=("val",)):
+    if root is None:
+        raise UserError(f"--dataset {name} needs --data-root: the folder holding train/ and val/")
+    val_dir = next((root / v for v in val_names if (root / v).is_dir()), root / val_names[0])
+    train_classes, train_paths, train_labels = scan_classes(root / "train", "train")
+    val_classes, val_paths, val_labels = scan_classes(val_dir, val_dir.name)
+    if train_classes != val_classes:
+        raise UserError(f"{root}: train/ and {val_dir.name}/ have different class folders "
+                        f"({sorted(set(train_classes) ^ set(val_classes))[:5]}); give both the same classes")
+    return file_bundle(name, FileImageDataset(train_paths, train_labels), FileImageDataset(val_paths, val_labels),
+                       train_classes, options, IMAGENET_MEAN, IMAGENET_STD)
 
 
 @register_dataset("imagefolder", "your own images: <root>/train/<class>/..., <root>/val/<class>/...")
-def load(root, download) -> DataBundle:
-    if root is None:
-        raise UserError("--dataset imagefolder needs --data-root: the folder holding train/ and val/")
-    train, val = _folder(root / "train", "train"), _folder(root / "val", "val")
-    if train.classes != val.classes:
-        raise UserError(f"{root}: train/ and val/ have different class folders "
-                        f"({sorted(set(train.classes) ^ set(val.classes))}); give both the same classes")
-    return DataBundle(name="imagefolder", train=train, test=val, train_targets=list(train.targets),
-                      classes=list(train.classes), in_chans=3, native_size=224, mean=IMAGENET_MEAN,
-                      std=IMAGENET_STD)
+def load(root, download, options):
+    return load_folders("imagefolder", root, options, val_names=("val", "test"))
+
+
+@register_dataset("imagenet", "ImageNet-1k (or any subset) as class folders: <root>/train/<wnid>/, <root>/val/<wnid>/")
+def load_imagenet(root, download, options):
+    if download:
+        raise UserError("ImageNet cannot be downloaded automatically (its licence needs a login); get it from "
+                        "image-net.org and sort val/ into class folders")
+    return load_folders("imagenet", root, options)

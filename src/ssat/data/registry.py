@@ -34,9 +34,19 @@ class DataBundle:
 
 
 @dataclass(frozen=True)
+class DataOptions:
+    """Options some data sets take (each loader reads the ones that apply to it)."""
+    train_split: str = "train"        # flowers102 / medmnist: 'train' or 'train+val'
+    domain: str = "clipart"           # domainnet
+    medmnist_size: int = 28           # medmnist: which released file (28, 64, 128 or 224 px)
+    on_bad_image: str = "error"       # file-based sets: 'error' or 'skip' (logged)
+    log: Optional[Callable[[str], None]] = None
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    loader: Callable[[Optional[Path], bool], DataBundle]
+    loader: Callable[..., DataBundle]  # (root: Path | None, download: bool, options: DataOptions) -> DataBundle
     description: str
 
 
@@ -50,10 +60,15 @@ def register_dataset(name: str, description: str):
     return wrap
 
 
-def load_dataset(name: str, root: Optional[str] = None, download: bool = False) -> DataBundle:
+def load_dataset(name: str, root: Optional[str] = None, download: bool = False,
+                 options: Optional[DataOptions] = None) -> DataBundle:
     if name not in DATASETS:
         raise UserError(f"unknown data set '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name].loader(Path(root).expanduser() if root else None, download)
+    path = Path(root).expanduser() if root else None
+    if path is not None and not path.exists() and not download and name != "digits":
+        raise UserError(f"--data-root {path} does not exist; point it at the folder holding the {name} files "
+                        f"(or add --download where the data set can be downloaded)")
+    return DATASETS[name].loader(path, download, options or DataOptions())
 
 
 class ArrayDataset(Dataset):
@@ -70,6 +85,20 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, i: int):
         return Image.fromarray(self.images[i]), self.labels[i]
+
+
+def array_stats(images: np.ndarray, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] of uint8 images (N, H, W) or (N, H, W, C), in chunks (bounded memory)."""
+    chans = images.shape[3] if images.ndim == 4 else 1
+    total, total_sq, count = np.zeros(chans), np.zeros(chans), 0
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk].reshape(-1, chans).astype(np.float64) / 255
+        total += part.sum(0)
+        total_sq += (part ** 2).sum(0)
+        count += len(part)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean ** 2, 1e-12))
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -1,0 +1,57 @@
+"""`ssat data info`: what a data set holds, read through the same loader `ssat train` uses."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+
+from ssat.config import Config
+from ssat.data.memory import fits_in_memory
+from ssat.data.prepare import load_for
+
+
+def info(cfg: Config) -> dict:
+    data = load_for(cfg, log=lambda msg: None)
+    first, _ = data.train[0]
+    test_labels = getattr(data.test, "labels", None) or [data.test[i][1] for i in range(len(data.test))]
+    train_counts, test_counts = Counter(data.train_targets), Counter(test_labels)
+    return {
+        "dataset": data.name, "classes": data.num_classes, "channels": data.in_chans,
+        "image_size": list(first.size[::-1]), "native_size": data.native_size,
+        "splits": {"train": len(data.train), "test": len(data.test)},
+        "class_counts": {name: {"train": train_counts.get(c, 0), "test": test_counts.get(c, 0)}
+                         for c, name in enumerate(data.classes)},
+        "mean": [round(m, 4) for m in data.mean], "std": [round(s, 4) for s in data.std],
+        "in_memory": fits_in_memory(data.train) and fits_in_memory(data.test),
+        "hflip": data.hflip,
+    }
+
+
+def text(report: dict) -> str:
+    counts = report["class_counts"]
+    train = np.array([c["train"] for c in counts.values()])
+    lines = [f"data set   {report['dataset']}",
+             f"splits     train {report['splits']['train']}, test {report['splits']['test']}",
+             f"classes    {report['classes']} (train images per class: min {train.min()}, max {train.max()})",
+             f"images     {report['image_size'][0]}x{report['image_size'][1]} px (first training image), "
+             f"{report['channels']} channel(s); default input {report['native_size']} px",
+             f"normalise  mean {report['mean']}, std {report['std']}",
+             f"data path  {'in memory (--loader auto)' if report['in_memory'] else 'files via PIL'}",
+             "class      train  test"]
+    for i, (name, c) in enumerate(counts.items()):
+        if i == 30:
+            lines.append(f"... and {len(counts) - 30} more classes (--json lists all)")
+            break
+        lines.append(f"{name[:24]:<24} {c['train']:>6} {c['test']:>5}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    cfg = Config.from_dict({k: getattr(args, k) for k in ("dataset", "data_root", "download", "train_split",
+                                                           "domain", "medmnist_size", "gray_to_rgb")
+                            if getattr(args, k) is not None}, source="command line").validate()
+    report = info(cfg)
+    print(json.dumps(report) if args.json else text(report))
+    return 0

@@ -1,0 +1,53 @@
+"""DomainNet (345 classes, six domains) in its release layout: `<root>/<domain>/<class>/<image>` plus the split
+files `<root>/<domain>_train.txt` and `<domain>_test.txt`, one `<domain>/<class>/<file> <label>` per line.
+`--domain` picks the domain; class names come from the paths."""
+
+from __future__ import annotations
+
+from ssat.data.files import FileImageDataset, check_files, file_bundle
+from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, register_dataset
+from ssat.errors import UserError
+
+DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
+
+
+def _read_split(root, domain: str, split: str):
+    path = root / f"{domain}_{split}.txt"
+    if not path.is_file():
+        raise UserError(f"DomainNet split file {path} not found; set --data-root to the folder holding "
+                        f"{domain}/ and {domain}_train.txt / {domain}_test.txt")
+    paths, labels, names = [], [], {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise UserError(f"{path}:{n}: expected '<domain>/<class>/<file> <label>', got {line!r}")
+        rel, label = parts[0], int(parts[1])
+        paths.append(root / rel)
+        labels.append(label)
+        class_name = rel.split("/")[-2] if rel.count("/") >= 2 else str(label)
+        if names.setdefault(label, class_name) != class_name:
+            raise UserError(f"{path}:{n}: label {label} is used for both {names[label]} and {class_name}")
+    if not paths:
+        raise UserError(f"{path} lists no images")
+    check_files(paths, str(path))
+    return paths, labels, names
+
+
+@register_dataset("domainnet", "DomainNet, release layout (<domain>/<class>/..., <domain>_train.txt); --domain")
+def load(root, download, options):
+    if options.domain not in DOMAINS:
+        raise UserError(f"--domain {options.domain}: choose one of {', '.join(DOMAINS)}")
+    if download:
+        raise UserError("DomainNet is large (~20 GB): download the domain's zip and split files from "
+                        "ai.bu.edu/M3SDA and put them in --data-root")
+    if root is None:
+        raise UserError("--dataset domainnet needs --data-root: the folder holding the domain folders")
+    train_paths, train_labels, train_names = _read_split(root, options.domain, "train")
+    test_paths, test_labels, test_names = _read_split(root, options.domain, "test")
+    names = {**test_names, **train_names}
+    num_classes = max(names) + 1
+    classes = [names.get(c, str(c)) for c in range(num_classes)]
+    return file_bundle("domainnet", FileImageDataset(train_paths, train_labels),
+                       FileImageDataset(test_paths, test_labels), classes, options, IMAGENET_MEAN, IMAGENET_STD)

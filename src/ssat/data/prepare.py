@@ -1,0 +1,52 @@
+"""From a Config to the data a run uses: load the set with its options, then the channel and statistics choices."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+
+from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DataBundle, DataOptions, array_stats, \
+    load_dataset
+
+STATS_SAMPLE = 500  # images decoded to estimate file-based sets' statistics
+
+
+def options_of(cfg, log: Optional[Callable[[str], None]] = None) -> DataOptions:
+    return DataOptions(train_split=cfg.train_split, domain=cfg.domain, medmnist_size=cfg.medmnist_size,
+                       on_bad_image=cfg.on_bad_image, log=log)
+
+
+def to_rgb(data: DataBundle) -> DataBundle:
+    """Grayscale array sets replicated to 3 identical channels (the statistics too)."""
+    if data.in_chans != 1:
+        return data
+    rgb = lambda ds: ArrayDataset(np.repeat(ds.images[..., None], 3, axis=-1), ds.labels)  # noqa: E731
+    return dataclasses.replace(data, train=rgb(data.train), test=rgb(data.test), in_chans=3,
+                               mean=tuple(data.mean) * 3, std=tuple(data.std) * 3)
+
+
+def estimate_stats(data: DataBundle, seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std of the training images: exact for in-memory sets, from a seeded sample otherwise."""
+    images = getattr(data.train, "images", None)
+    if isinstance(images, np.ndarray):
+        return array_stats(images)
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(data.train), size=min(STATS_SAMPLE, len(data.train)), replace=False)
+    pixels = [np.asarray(data.train[int(i)][0], dtype=np.uint8).reshape(-1, data.in_chans) for i in picks]
+    return array_stats(np.concatenate(pixels)[None, :, None, :].reshape(1, -1, 1, data.in_chans))
+
+
+def load_for(cfg, log: Optional[Callable[[str], None]] = None, *, name: Optional[str] = None,
+             root: Optional[str] = None) -> DataBundle:
+    data = load_dataset(name or cfg.dataset, root if root is not None else cfg.data_root, cfg.download,
+                        options_of(cfg, log))
+    if cfg.gray_to_rgb:
+        data = to_rgb(data)
+    if cfg.stats == "imagenet" and data.in_chans == 3:
+        data = dataclasses.replace(data, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    elif cfg.stats == "compute":
+        mean, std = estimate_stats(data)
+        data = dataclasses.replace(data, mean=mean, std=std)
+    return data
