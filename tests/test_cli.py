@@ -24,8 +24,8 @@ def run_error(capsys, argv):
 @pytest.mark.parametrize("argv,message", [
     (["--model", "vit_huge_nonexistent"], "unknown model 'vit_huge_nonexistent'; choose one of: "),
     (["--dataset", "imagenet22k"], "unknown data set 'imagenet22k'; choose one of: "),
-    (["--method", "byol"], "unknown method 'byol'; choose one of: scratch, ssat"),
-    (["--aux", "jigsaw"], "unknown auxiliary task 'jigsaw'; choose one of: mae"),
+    (["--method", "byol"], "unknown method 'byol'; choose one of: pretrain, scratch, ssat, sslft"),
+    (["--aux", "jigsaw"], "unknown auxiliary task 'jigsaw'; choose one of: dino, mae, simclr"),
     (["--lambda", "1.5"], "--lambda must be in [0, 1], got 1.5"),
     (["--lambda", "-0.1"], "--lambda must be in [0, 1]"),
     (["--mask-ratio", "1"], "--mask-ratio must be in (0, 1), got 1.0"),

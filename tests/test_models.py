@@ -8,9 +8,9 @@ from ssat.models import MODELS, build_backbone
 from ssat.objective import build_model
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(n for n in MODELS if n.startswith("vit")))
 @pytest.mark.parametrize("size,chans", [(8, 1), (28, 1), (32, 3)])
-def test_every_registered_model_trains_a_step(tiny_cfg, name, size, chans):
+def test_every_registered_vit_trains_a_step(tiny_cfg, name, size, chans):
     cfg = tiny_cfg(model=name, img_size=size, patch_size=default_patch_size(size))
     torch.manual_seed(0)
     model = build_model(cfg, num_classes=10, in_chans=chans)

@@ -91,13 +91,14 @@ def test_second_view_goes_to_the_auxiliary_stream(tiny_cfg):
     model = _model(tiny_cfg)
     received = []
     original = model.aux.loss
-    model.aux.loss = lambda backbone, images: (received.append(images), original(backbone, images))[1]
+    model.aux.loss = lambda backbone, images, other: (received.append((images, other)),
+                                                      original(backbone, images, other))[1]
     x, y = _batch()
     view2 = x.flip(-1)
     model(x, y, view2)
-    assert received[0] is view2
+    assert received[0][0] is view2 and received[0][1] is x  # contrastive tasks compare it to the primary view
     model(x, y)
-    assert received[1] is x  # without a second view both streams see the same augmented image
+    assert received[1][0] is x and received[1][1] is None  # one view: both streams see the same augmented image
 
 
 def test_no_weight_decay_covers_tokens_and_position_embeddings(tiny_cfg):

@@ -66,6 +66,15 @@ def build_parser() -> Parser:
                        f"(only {', '.join(sorted('--' + r.replace('_', '-') for r in RESUMABLE))} may change)")
     add_config_flags(train)
 
+    pt = sub.add_parser("pretrain", help="self-supervised pre-training of the encoder (first stage of SSL+FT)",
+                        description="Train the encoder with an auxiliary task alone (no labels): `--method mae|simclr|"
+                                    "dino` names the task. Fine-tune the result with `ssat train --method sslft "
+                                    "--init RUN_DIR`.", epilog=registry_epilog(),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pt.add_argument("--config", help="YAML file of options (flags given here override it)")
+    pt.add_argument("--resume", metavar="RUN", help="continue a killed pre-training run")
+    add_config_flags(pt)
+
     ev = sub.add_parser("eval", help="top-1/top-5 accuracy of a trained model (prints one JSON line)",
                         description="Evaluate the primary stream (encoder + head) on a data set's test split.")
     ev.add_argument("--checkpoint", required=True, help="run directory, model.safetensors or checkpoint-last.pt")
@@ -102,6 +111,14 @@ def build_parser() -> Parser:
     di.add_argument("--medmnist-size", type=int, help="MedMNIST release: 28, 64, 128 or 224")
     di.add_argument("--gray-to-rgb", action="store_true", default=None, help="replicate grayscale to 3 channels")
     di.add_argument("--json", action="store_true", help="one JSON object instead of text")
+
+    md = sub.add_parser("models", help="list the backbones with parameters and GFLOPs",
+                        description="Every registered backbone, built for the given input, with its parameter count, "
+                                    "inference GFLOPs per image (PyTorch's FLOP counter) and the methods it allows.")
+    md.add_argument("--img-size", type=int, default=32, help="input size [default: 32]")
+    md.add_argument("--in-chans", type=int, default=3, help="input channels [default: 3]")
+    md.add_argument("--classes", type=int, default=10, help="classifier outputs [default: 10]")
+    md.add_argument("--json", action="store_true", help="one JSON line per model")
 
     bn = sub.add_parser("bench", help="time the training step (and the in-memory data path); one JSON line",
                         description="Time warm-up + N optimizer steps of the real training loop on synthetic "
@@ -158,13 +175,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        if args.command == "train":
+        if args.command in ("train", "pretrain"):
             from ssat.commands.train import train
             cfg, state = config_from_args(args)
+            if args.command == "pretrain" and not args.resume:
+                from ssat.auxtasks import AUX_TASKS
+                if getattr(args, "method", "pretrain") not in AUX_TASKS | {"pretrain": None}:
+                    raise UserError(f"`ssat pretrain --method` names the self-supervised task: one of "
+                                    f"{', '.join(AUX_TASKS)}, got '{args.method}'")
+                cfg.aux = args.method if hasattr(args, "method") and args.method != "pretrain" else cfg.aux
+                cfg.method = "pretrain"
             summary = train(cfg, resume=args.resume, state=state)
             if summary:  # under torchrun only rank 0 returns one
-                print(json.dumps({k: summary[k] for k in ("method", "model", "dataset", "epochs", "test_acc1",
-                                                           "test_acc5", "best_acc1", "train_time_s")}
+                print(json.dumps({k: summary.get(k) for k in ("method", "model", "dataset", "epochs", "test_acc1",
+                                                               "test_acc5", "best_acc1", "train_time_s")}
                                  | {"run": cfg.out}))
         elif args.command == "eval":
             from ssat.commands.inference import evaluate_checkpoint
@@ -176,6 +200,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.topk < 1:
                 raise UserError(f"--topk must be at least 1, got {args.topk}")
             print_json_lines(predict(args.checkpoint, args.images, args.topk, args.device))
+        elif args.command == "models":
+            from ssat.commands.models import main as models_main
+            return models_main(args)
         elif args.command == "data":
             from ssat.commands.datainfo import main as data_main
             return data_main(args)

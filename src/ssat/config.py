@@ -69,15 +69,16 @@ class Config:
     drop_path: float = opt(0.1, "stochastic-depth rate of the encoder", "model")
     global_pool: str = opt("token", "classifier input: 'token' (class token, as the reference) or 'avg' "
                                     "(mean of patch tokens)", "model", choices="token,avg")
-    init: str = opt("timm", "encoder initialisation: 'timm' (truncated normal, std 0.02) or 'mae' (xavier-uniform, "
-                            "as the reference; trains much slower with the small patches of small images)", "model",
-                    choices="timm,mae")
+    init: str = opt("timm", "encoder initialisation: 'timm' (truncated normal, std 0.02), 'mae' (xavier-uniform, "
+                            "as the reference; trains much slower with the small patches of small images), or a "
+                            "pre-trained run directory / model.safetensors (head re-initialised)", "model")
     pos_embed: str = opt("sincos", "encoder position embedding: 'sincos' (fixed 2-D sin-cos, as the reference) or "
                                    "'learned'", "model", choices="sincos,learned")
 
     # --- method -----------------------------------------------------------------------------------------
-    method: str = opt("ssat", "'ssat' (primary + auxiliary loss) or 'scratch' (primary loss only, no decoder)",
-                      "method")
+    method: str = opt("ssat", "'ssat' (primary + auxiliary loss), 'scratch' (primary loss only), 'sslft' "
+                              "(fine-tune an --init pre-trained encoder, or pre-train it first: --pretrain-epochs) "
+                              "or 'pretrain' (auxiliary loss only, no labels; what `ssat pretrain` runs)", "method")
     aux: str = opt("mae", "auxiliary task of --method ssat", "method")
     lam: float = opt(0.1, "λ in λ·L_primary + (1−λ)·L_aux, in [0, 1] (reference: 0.1)", "method", flag="--lambda")
     mask_ratio: float = opt(0.75, "fraction of patches hidden from the auxiliary stream, in (0, 1)", "method")
@@ -85,6 +86,14 @@ class Config:
     decoder_depth: int = opt(2, "MAE decoder blocks", "method")
     decoder_heads: int = opt(16, "MAE decoder attention heads", "method")
     norm_pix_loss: bool = opt(False, "reconstruct per-patch normalised pixels (MAE option; reference: off)", "method")
+    temperature: float = opt(0.5, "SimCLR NT-Xent temperature", "method")
+    dino_out_dim: int = opt(1024, "DINO head output (prototype) dimension", "method")
+    teacher_temp: float = opt(0.04, "DINO teacher temperature (sharpening); the student's is 0.1", "method")
+    ema_momentum: float = opt(0.996, "DINO teacher EMA momentum at the start (cosine to 1)", "method")
+    pretrain_epochs: int = opt(0, "--method sslft: self-supervised pre-training epochs run first, into OUT/pretrain "
+                                  "(0: --init must name a pre-trained run)", "method")
+    layer_decay: float = opt(1.0, "layer-wise lr decay (0.75 is usual for fine-tuning a pre-trained ViT; 1 = off)",
+                             "method")
     label_smoothing: float = opt(0.1, "label smoothing of the classification loss", "method")
 
     # --- optimisation -----------------------------------------------------------------------------------
@@ -187,6 +196,15 @@ class Config:
         check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         check(self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive, got {self.clip_grad}")
         check(0.0 <= self.drop_path < 1.0, f"--drop-path must be in [0, 1), got {self.drop_path}")
+        check(self.init in ("timm", "mae") or Path(self.init).exists(),
+              f"--init {self.init}: not 'timm', 'mae' or an existing pre-trained run directory / model.safetensors")
+        check(0.0 < self.layer_decay <= 1.0, f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        check(self.pretrain_epochs >= 0, f"--pretrain-epochs must be >= 0, got {self.pretrain_epochs}")
+        check(self.temperature > 0 and self.teacher_temp > 0, "--temperature and --teacher-temp must be positive")
+        check(0.0 <= self.ema_momentum < 1.0, f"--ema-momentum must be in [0, 1), got {self.ema_momentum}")
+        check(self.method != "sslft" or self.pretrain_epochs > 0 or self.init not in ("timm", "mae"),
+              "--method sslft fine-tunes a pre-trained encoder: pass --init RUN_DIR (from `ssat pretrain`) or "
+              "--pretrain-epochs E to pre-train first")
         check(0.0 <= self.reprob <= 1.0, f"--reprob must be in [0, 1], got {self.reprob}")
         check(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         check(self.img_size is None or self.img_size >= 2, f"--img-size must be at least 2, got {self.img_size}")
@@ -202,8 +220,13 @@ class Config:
         return self
 
 
-def default_patch_size(img_size: int) -> int:
-    """Small images get small patches so the encoder still sees a grid of >= 4x4 tokens."""
+def default_patch_size(img_size: int, model: str = "vit_tiny") -> int:
+    """Small images get small patches so the encoder still sees a grid of >= 4x4 tokens. Hierarchical models
+    (Swin, CvT) downsample 8x more after their stem, so their stem stride is 4 at 64 px and above (as published
+    at 224 px) and 2 below."""
+    from ssat.models import MODELS
+    if model in MODELS and MODELS[model].hierarchical:
+        return 2 if img_size < 64 else 4
     return 2 if img_size < 16 else 4 if img_size < 64 else 16
 
 

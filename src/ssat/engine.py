@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
-from timm.optim import param_groups_weight_decay
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
@@ -17,9 +17,20 @@ from ssat.distributed import World
 from ssat.errors import UserError
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device):
-    """AdamW; no weight decay on norms, biases (all 1-d parameters), position embeddings and tokens."""
-    groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=model.no_weight_decay())
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device,
+                    layer_decay: float = 1.0):
+    """AdamW; no weight decay on norms, biases (all 1-d parameters), position embeddings and tokens. With
+    `layer_decay` < 1 (fine-tuning), the encoder's layer l of L trains at lr · decay^(L - l) (timm's groups; the
+    scheduler applies each group's `lr_scale`)."""
+    skip = model.no_weight_decay()
+    if layer_decay < 1.0 and hasattr(model.backbone.encoder, "group_matcher"):
+        prefix = "backbone.encoder."
+        groups = param_groups_layer_decay(model.backbone.encoder, weight_decay, layer_decay=layer_decay,
+                                          no_weight_decay_list=[k[len(prefix):] for k in skip if k.startswith(prefix)])
+        rest = nn.ModuleDict({k: m for k, m in model.named_children() if k != "backbone"})
+        groups += [g for g in param_groups_weight_decay(rest, weight_decay, no_weight_decay_list=skip) if g["params"]]
+    else:
+        groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
     return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda")
 
 
@@ -50,7 +61,8 @@ def _to(device, batch):
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, device: torch.device,
                     amp_dtype: Optional[torch.dtype], accum_steps: int = 1, clip_grad: Optional[float] = None,
-                    progress: bool = False, world: World = World()) -> dict:
+                    progress: bool = False, world: World = World(),
+                    after_step: Optional[Callable[[int], None]] = None) -> dict:
     """One pass over `loader`. `model` may be wrapped (DDP, torch.compile); the returned statistics are averaged over
     all images of all ranks. The only host synchronisations are the progress bar's (every 10 steps, when shown)
     and the final read-out."""
@@ -79,10 +91,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
+            if after_step is not None:  # e.g. DINO's EMA teacher; gets the global update index
+                after_step(epoch * updates_per_epoch + i // accum_steps + 1)
 
         n = targets.shape[0]
-        acc1, acc5 = topk_correct(out.logits.detach(), targets)
-        for name, value in {"loss": out.loss.detach() * n, "acc1": acc1, "acc5": acc5,
+        accuracy = {} if out.logits is None else dict(zip(("acc1", "acc5"), topk_correct(out.logits.detach(), targets)))
+        for name, value in {"loss": out.loss.detach() * n, **accuracy,
                             **{k: v * n for k, v in out.parts.items()}}.items():
             sums[name] = sums.get(name, 0) + value.float()
         seen += n
@@ -96,8 +110,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
     if not math.isfinite(stats["loss"]):
         raise UserError(f"training diverged: the loss is {stats['loss']} in epoch {epoch + 1}; "
                         f"lower --blr or set --clip-grad 1.0")
-    stats["acc1"] *= 100
-    stats["acc5"] *= 100
+    for k in ("acc1", "acc5"):
+        if k in stats:
+            stats[k] *= 100
     stats["lr"] = optimizer.param_groups[0]["lr"]
     return stats
 

@@ -61,7 +61,7 @@ class MAETask(AuxTask):
         self.decoder = MAEDecoder(backbone.embed_dim, backbone.grid_size,
                                   backbone.patch_size ** 2 * backbone.in_chans, dim, depth, heads)
 
-    def loss(self, backbone: nn.Module, images: torch.Tensor):
+    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None):
         ids_keep, mask, ids_restore = random_masking(images.shape[0], backbone.num_patches, self.mask_ratio,
                                                      images.device)
         latent = backbone.forward_masked(images, ids_keep)
@@ -72,6 +72,11 @@ class MAETask(AuxTask):
 
 
 @register_aux("mae")
-def build_mae(backbone: nn.Module, cfg) -> MAETask:
+def build_mae(backbone: nn.Module, cfg) -> AuxTask:
+    """MAE on ViTs (drop masked patches); on hierarchical encoders, masked image modelling with mask tokens
+    (auxtasks/simmim.py), since their windows and token merging need every position."""
+    if not hasattr(backbone, "forward_masked") and hasattr(backbone, "forward_with_mask_token"):
+        from ssat.auxtasks.simmim import SimMIMTask
+        return SimMIMTask(backbone, mask_ratio=cfg.mask_ratio)
     return MAETask(backbone, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
                    dim=cfg.decoder_dim, depth=cfg.decoder_depth, heads=cfg.decoder_heads)

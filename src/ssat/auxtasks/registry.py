@@ -2,13 +2,17 @@
 heads) and computes its loss through the *shared* backbone:
 
     task = build_aux("mae", backbone, cfg)
-    loss, parts = task.loss(backbone, images)      # scalar, {"name": scalar tensor, ...}
+    loss, parts = task.loss(backbone, images, other_view)   # scalar, {"name": scalar tensor, ...}
 
-Adding SimCLR or DINO is one new file with a `@register_aux("name")` builder; the engine never changes."""
+`images` is the auxiliary stream's input; `other_view` is a second augmentation of the same images (the primary
+stream's view), which contrastive / self-distillation tasks (SimCLR, DINO) compare against. Tasks registered with
+`views=2` get two independent views from the data path. A new task is one file with a `@register_aux("name")`
+builder; the engine never changes. Tasks that keep state outside the optimiser (DINO's EMA teacher) update it in
+`after_step`, which the engine calls after every optimizer step."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -19,16 +23,23 @@ from ssat.errors import UserError
 class AuxTask(nn.Module):
     """Interface of every auxiliary task."""
 
-    def loss(self, backbone: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view: Optional[torch.Tensor] = None
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, backbone: nn.Module, progress: float) -> None:
+        """Called after each optimizer step; `progress` runs from 0 to 1 over training."""
 
 
 AUX_TASKS: dict[str, Callable[..., AuxTask]] = {}
+AUX_VIEWS: dict[str, int] = {}  # views each task needs from the data path
 
 
-def register_aux(name: str):
+def register_aux(name: str, views: int = 1):
     def wrap(builder: Callable[..., AuxTask]) -> Callable[..., AuxTask]:
         AUX_TASKS[name] = builder
+        AUX_VIEWS[name] = views
         return builder
     return wrap
 

@@ -24,7 +24,8 @@ from ssat.data.memory import MemoryLoader, array_images, fits_in_memory, resize_
 from ssat.data.transforms import Transformed, crop_mode, eval_transform, train_transform
 from ssat.distributed import World
 from ssat.errors import UserError
-from ssat.objective import SSATModel, build_model
+from ssat.auxtasks import AUX_VIEWS
+from ssat.objective import METHODS, SSATModel, build_model
 from ssat.runs import RunDir, atomic_write_text, load_checkpoint, rng_state, save_checkpoint, save_weights, \
     seed_everything, set_rng_state
 
@@ -53,8 +54,10 @@ def resolve_precision(name: str, device: torch.device) -> tuple[Optional[torch.d
 def resolve_for_data(cfg: Config, data: DataBundle) -> Config:
     """Fill the options whose default depends on the data set, so config.yaml records what actually ran."""
     cfg.img_size = cfg.img_size or data.native_size
-    cfg.patch_size = cfg.patch_size or default_patch_size(cfg.img_size)
+    cfg.patch_size = cfg.patch_size or default_patch_size(cfg.img_size, cfg.model)
     cfg.hflip = data.hflip if cfg.hflip is None else cfg.hflip
+    if METHODS[cfg.method][1] and AUX_VIEWS.get(cfg.aux, 1) == 2:
+        cfg.two_views = True  # contrastive / self-distillation tasks compare two augmentations
     cfg.out = cfg.out or f"runs/{cfg.dataset}-{cfg.model}-{cfg.method}-s{cfg.seed}"
     return cfg.validate()
 
@@ -153,9 +156,39 @@ def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str
     cfg.validate()
     device = distributed.init(world, cfg.device) if world.distributed else resolve_device(cfg.device)
     try:
+        if cfg.method == "sslft" and cfg.pretrain_epochs > 0 and cfg.init in ("timm", "mae"):
+            return _pretrain_then_finetune(cfg, resume, log, state, world, device)
         return _train(cfg, resume, log, state, world, device)
     finally:
         distributed.shutdown(world)
+
+
+def _pretrain_then_finetune(cfg: Config, resume, log, state, world: World, device: torch.device) -> dict:
+    """SSL+FT in one command: `--pretrain-epochs E` of the auxiliary task alone into OUT/pretrain, then fine-tune
+    from it for `--epochs`. Each stage is its own resumable run; the summary adds both stages' cost."""
+    out = Path(cfg.out or f"runs/{cfg.dataset}-{cfg.model}-sslft-s{cfg.seed}")
+    stage = Config(**{**cfg.to_dict(), "method": "pretrain", "epochs": cfg.pretrain_epochs, "pretrain_epochs": 0,
+                      "out": str(out / "pretrain"), "layer_decay": 1.0})
+    pre = RunDir(stage.out)
+    if pre.summary.exists():
+        log(f"pre-training already done in {pre.path}")
+        pre_summary = json.loads(pre.summary.read_text())
+    else:
+        log(f"stage 1/2: {cfg.pretrain_epochs} epochs of {cfg.aux} pre-training")
+        pre_state = load_checkpoint(pre.path) if pre.checkpoint.exists() else None
+        pre_summary = _train(stage, str(pre.path) if pre_state else None, log, pre_state, world, device)
+        world.barrier()
+        if not world.is_main:
+            pre_summary = {}
+    log("stage 2/2: fine-tuning")
+    fine = Config(**{**cfg.to_dict(), "init": str(pre.path), "out": str(out)})
+    summary = _train(fine, resume, log, state, world, device)
+    if summary and pre_summary:
+        summary.update(pretrain_epochs=cfg.pretrain_epochs, pretrain_time_s=pre_summary["train_time_s"],
+                       total_train_time_s=round(pre_summary["train_time_s"] + summary["train_time_s"], 2),
+                       pretrain_run=str(pre.path))
+        RunDir(out).write_summary(summary)
+    return summary
 
 
 def _train(cfg: Config, resume, log, state, world: World, device: torch.device) -> dict:
@@ -183,7 +216,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
     model: SSATModel = build_model(cfg, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
     effective_batch = cfg.batch_size * cfg.accum_steps * world.size
     lr = cfg.lr if cfg.lr is not None else cfg.blr * effective_batch / 256
-    optimizer = engine.build_optimizer(model, lr, cfg.weight_decay, device)
+    optimizer = engine.build_optimizer(model, lr, cfg.weight_decay, device, layer_decay=cfg.layer_decay)
     updates_per_epoch = -(-len(train_loader) // cfg.accum_steps)
     scheduler = engine.build_scheduler(optimizer, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
                                        updates_per_epoch=updates_per_epoch, min_lr=cfg.min_lr)
@@ -228,6 +261,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         + (f", {world.size} processes" if world.distributed else ""))
 
     resumed_train_time = train_time
+    total_updates = cfg.epochs * updates_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
         # Re-seed every epoch from (seed, epoch, rank): a resumed epoch draws exactly the same augmentations,
         # shuffles, masks and drop-path as in an uninterrupted run.
@@ -240,15 +274,18 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         tr = engine.train_one_epoch(step_model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
                                     device=device, amp_dtype=amp_dtype, accum_steps=cfg.accum_steps,
                                     clip_grad=cfg.clip_grad, world=world,
-                                    progress=not cfg.quiet and world.is_main and sys.stderr.isatty())
+                                    progress=not cfg.quiet and world.is_main and sys.stderr.isatty(),
+                                    after_step=lambda update: model.after_step(update / total_updates))
         t1 = time.perf_counter()
-        ev = engine.evaluate(model.backbone, test_loader, device=device, amp_dtype=amp_dtype, world=world)
+        # Pre-training has no classifier to evaluate (the head is untrained); its product is the encoder.
+        ev = engine.evaluate(model.backbone, test_loader, device=device, amp_dtype=amp_dtype, world=world) \
+            if model.primary else {"acc1": None, "acc5": None, "loss": None}
         epoch_time = time.perf_counter() - t0
         train_time, wall_time = train_time + (t1 - t0), wall_time + epoch_time
-        if ev["acc1"] > best_acc1:
+        if ev["acc1"] is not None and ev["acc1"] > best_acc1:
             best_acc1, best_epoch = ev["acc1"], epoch + 1
-        row = {"epoch": epoch + 1, "lr": tr["lr"], "loss": tr["loss"], "loss_primary": tr["loss_primary"],
-               "loss_aux": tr.get("loss_aux"), "train_acc1": tr["acc1"], "train_acc5": tr["acc5"],
+        row = {"epoch": epoch + 1, "lr": tr["lr"], "loss": tr["loss"], "loss_primary": tr.get("loss_primary"),
+               "loss_aux": tr.get("loss_aux"), "train_acc1": tr.get("acc1"), "train_acc5": tr.get("acc5"),
                "val_loss": ev["loss"], "val_acc1": ev["acc1"], "val_acc5": ev["acc5"],
                "epoch_time_s": round(epoch_time, 3)}
         distributed.assert_in_sync(world, model)
@@ -261,9 +298,11 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
                 "best_epoch": best_epoch, "train_time_s": train_time, "wall_time_s": wall_time,
                 "world_size": world.size})
         world.barrier()  # no rank runs ahead of the checkpoint it would resume from
-        aux = f" (primary {tr['loss_primary']:.4f}, aux {tr['loss_aux']:.4f})" if "loss_aux" in tr else ""
-        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}{aux}  train acc {tr['acc1']:.1f}  "
-            f"val acc1 {ev['acc1']:.2f} acc5 {ev['acc5']:.2f}  {epoch_time:.1f}s")
+        parts = f" (primary {tr['loss_primary']:.4f}, aux {tr['loss_aux']:.4f})" if "loss_aux" in tr and \
+            "loss_primary" in tr else ""
+        accuracy = f"  train acc {tr['acc1']:.1f}  val acc1 {ev['acc1']:.2f} acc5 {ev['acc5']:.2f}" \
+            if model.primary else ""
+        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}{parts}{accuracy}  {epoch_time:.1f}s")
 
     if not world.is_main:
         return {}
@@ -272,12 +311,13 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
                  {"config": cfg.to_dict(), "data": data_meta(data),
                   "timm": {"name": model.backbone.timm_name, **model.backbone.timm_kwargs}})
     summary = {
-        "method": cfg.method, "aux": cfg.aux if cfg.method == "ssat" else None, "model": cfg.model,
+        "method": cfg.method, "aux": cfg.aux if METHODS[cfg.method][1] else None, "model": cfg.model,
         "dataset": cfg.dataset, "fraction": cfg.fraction, "per_class": cfg.per_class, "epochs": cfg.epochs, "seed": cfg.seed,
-        "lambda": cfg.lam if cfg.method == "ssat" else None, "mask_ratio": cfg.mask_ratio if cfg.method == "ssat"
-        else None, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
+        "lambda": cfg.lam if cfg.method == "ssat" else None,
+        "mask_ratio": cfg.mask_ratio if METHODS[cfg.method][1] and cfg.aux == "mae" else None,
+        "init": cfg.init, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
         "test_acc1": last["val_acc1"], "test_acc5": last["val_acc5"], "test_loss": last["val_loss"],
-        "best_acc1": best_acc1, "best_epoch": best_epoch,
+        "best_acc1": best_acc1 if model.primary else None, "best_epoch": best_epoch if model.primary else None,
         "params": n_params, "params_train": n_params_train,
         "train_time_s": round(train_time, 2), "wall_time_s": round(wall_time, 2),
         "train_images_per_s": round(epoch_images(train_loader) * world.size * (cfg.epochs - start_epoch)

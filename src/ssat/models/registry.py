@@ -20,13 +20,15 @@ class ModelSpec:
     builder: Callable[..., nn.Module]
     description: str
     kwargs: dict = field(default_factory=dict)
+    hierarchical: bool = False  # stages that downsample (Swin, CvT): stem stride defaults differ, no patch dropping
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, builder: Callable[..., nn.Module], description: str, **kwargs) -> None:
-    MODELS[name] = ModelSpec(name, builder, description, kwargs)
+def register_model(name: str, builder: Callable[..., nn.Module], description: str, hierarchical: bool = False,
+                   **kwargs) -> None:
+    MODELS[name] = ModelSpec(name, builder, description, kwargs, hierarchical)
 
 
 def build_backbone(name: str, *, img_size: int, patch_size: int, in_chans: int, num_classes: int,

@@ -32,6 +32,7 @@ class ViTBackbone(nn.Module):
         self.grid_size = tuple(self.encoder.patch_embed.grid_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.embed_dim = self.encoder.embed_dim
+        self.num_features = self.encoder.num_features
         self.num_classes = num_classes
         if init == "mae":
             init_mae_style(self.encoder)
@@ -50,6 +51,12 @@ class ViTBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
+
+    def embed(self, x: torch.Tensor, encoder: nn.Module = None) -> torch.Tensor:
+        """The pooled representation the classifier reads (class token, or mean with --global-pool avg), of this
+        encoder or of a copy of it (DINO's teacher)."""
+        enc = encoder if encoder is not None else self.encoder
+        return enc.forward_head(enc.forward_features(x), pre_logits=True)
 
     def forward_masked(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
         """Encode only the patches in `ids_keep` (B, K) plus the class token -> (B, 1 + K, D).

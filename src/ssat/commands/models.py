@@ -1,0 +1,40 @@
+"""`ssat models`: every registered backbone with its parameter count and inference GFLOPs at a given input."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from ssat.config import default_patch_size
+from ssat.flops import inference_flops_per_image
+from ssat.models import MODELS, build_backbone
+
+
+def describe(img_size: int = 32, in_chans: int = 3, num_classes: int = 10) -> list[dict]:
+    rows = []
+    x = torch.randn(1, in_chans, img_size, img_size)
+    for name, spec in MODELS.items():
+        torch.manual_seed(0)
+        patch = default_patch_size(img_size, name)
+        backbone = build_backbone(name, img_size=img_size, patch_size=patch, in_chans=in_chans,
+                                  num_classes=num_classes)
+        rows.append({"model": name, "description": spec.description, "img_size": img_size, "patch_size": patch,
+                     "params_m": round(sum(p.numel() for p in backbone.parameters()) / 1e6, 2),
+                     "gflops": round(inference_flops_per_image(backbone, x) / 1e9, 3),
+                     "methods": "scratch, ssat, sslft, pretrain" if getattr(backbone, "supports_aux", True)
+                     else "scratch"})
+    return rows
+
+
+def main(args) -> int:
+    rows = describe(args.img_size, args.in_chans, args.classes)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    print(f"| model | params (M) | GFLOPs/image at {args.img_size} px | methods | description |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['params_m']} | {r['gflops']} | {r['methods']} | {r['description']} |")
+    return 0
