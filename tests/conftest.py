@@ -4,8 +4,9 @@ import torch
 import tiny_model  # noqa: F401 (registers vit_test)
 from ssat.config import Config
 
+# energy=False: codecarbon's start/stop costs ~1 s per run; one test measures it for real (test_train.py).
 TINY = dict(model="vit_test", decoder_dim=16, decoder_depth=1, decoder_heads=2, batch_size=64, epochs=1,
-            warmup_epochs=0, quiet=True, deterministic=True, device="cpu")
+            warmup_epochs=0, quiet=True, deterministic=True, device="cpu", energy=False)
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def tiny_flags():
     flags = []
     for k, v in TINY.items():
         name = "--" + k.replace("_", "-")
-        flags += [name] if v is True else [name, str(v)]
+        flags += [name] if v is True else ["--no-" + name[2:]] if v is False else [name, str(v)]
     return flags
 
 

@@ -22,9 +22,9 @@ def train(tmp_path, flags, *extra, name="run"):
 
 
 def test_one_epoch_writes_every_run_file(tmp_path, tiny_flags, capsys):
-    out = train(tmp_path, tiny_flags)
+    out = train(tmp_path, tiny_flags, "--energy")
     assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "summary.json", "subset.json",
-                                               "checkpoint-last.pt", "model.safetensors"}
+                                               "checkpoint-last.pt", "model.safetensors", "energy.json"}
     subset = json.loads((out / "subset.json").read_text())
     assert subset["indices"] == list(range(1437)) and subset["n_full"] == 1437
     config = yaml.safe_load((out / "config.yaml").read_text())
@@ -37,6 +37,15 @@ def test_one_epoch_writes_every_run_file(tmp_path, tiny_flags, capsys):
             "train_time_s"} <= set(summary)
     assert summary["test_acc1"] == row["val_acc1"] and summary["n_train"] == 1437 and summary["n_test"] == 360
     assert summary["lr"] == pytest.approx(1e-3 * 64 / 256)
+    # What the run cost: FLOPs from the counter (a training step > 3x inference for SSAT: backward + aux stream),
+    # memory, hardware, and energy / CO2 measured by codecarbon offline (or None with the reason).
+    assert summary["gflops_train_step"] > 3 * summary["gflops_inference"] > 0
+    assert summary["train_gflops_total"] == pytest.approx(summary["gflops_train_step"] * 1408, abs=0.1)
+    assert summary["peak_rss_gb"] > 0 and summary["hardware"]["cpu_count"] >= 1
+    if summary["energy_kwh"] is None:
+        assert "codecarbon could not measure" in summary["energy_note"]
+    else:
+        assert summary["energy_kwh"] > 0 and summary["emissions_kg"] > 0 and "offline, USA" in summary["energy_note"]
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["test_acc1"] == summary["test_acc1"]
 

@@ -15,7 +15,7 @@ from ssat.config import Config, load_yaml
 from ssat.errors import UserError
 
 # What may differ when a run is resumed: where/how it runs and how long, never what it computes.
-RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile"}
+RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "country", "energy"}
 
 
 class Parser(argparse.ArgumentParser):

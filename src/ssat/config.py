@@ -117,6 +117,9 @@ class Config:
     precision: str = opt("auto", "'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32', 'bf16' or 'fp16' "
                                  "(fp16 autocast + GradScaler, as the reference)", "run",
                          choices="auto,fp32,bf16,fp16")
+    country: str = opt("USA", "ISO 3166 alpha-3 code of the electricity grid, for CO2 from codecarbon (offline: "
+                              "no network call)", "run")
+    energy: bool = opt(True, "measure energy / CO2 with codecarbon (--no-energy to skip)", "run")
     compile: bool = opt(False, "torch.compile the model (slow first steps; pays off on long GPU runs)", "run")
     out: Optional[str] = opt(None, "run directory (default: runs/<dataset>-<model>-<method>-s<seed>)", "run")
     quiet: bool = opt(False, "no progress bar or per-epoch lines", "run")

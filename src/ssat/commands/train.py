@@ -14,7 +14,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ssat import distributed, engine
+from ssat import cost, distributed, engine
 from ssat.config import Config, default_patch_size
 from ssat.data import DataBundle
 from ssat.data.prepare import load_for
@@ -186,6 +186,9 @@ def _pretrain_then_finetune(cfg: Config, resume, log, state, world: World, devic
     if summary and pre_summary:
         summary.update(pretrain_epochs=cfg.pretrain_epochs, pretrain_time_s=pre_summary["train_time_s"],
                        total_train_time_s=round(pre_summary["train_time_s"] + summary["train_time_s"], 2),
+                       total_train_gflops=round(pre_summary["train_gflops_total"] + summary["train_gflops_total"], 1),
+                       total_emissions_kg=None if None in (pre_summary["emissions_kg"], summary["emissions_kg"])
+                       else pre_summary["emissions_kg"] + summary["emissions_kg"],
                        pretrain_run=str(pre.path))
         RunDir(out).write_summary(summary)
     return summary
@@ -260,6 +263,44 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         f"{device}" + (f" {amp_dtype}" if amp_dtype else "") + f", {data_path} data path"
         + (f", {world.size} processes" if world.distributed else ""))
 
+    costs = {}
+    if world.is_main:  # FLOPs of synthetic images of the run's shape, counted on a copy of the model
+        probe = torch.randn(2, data.in_chans, cfg.img_size, cfg.img_size, device=device)
+        costs = cost.model_costs(model, probe, torch.zeros(2, dtype=torch.long, device=device),
+                                 probe.flip(-1) if cfg.two_views else None)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+    meter = cost.EnergyMeter(cfg.country, cfg.energy) if world.is_main else None
+    try:
+        summary = _epochs(cfg, run, model, step_model, train_loader, test_loader, optimizer, scheduler, scaler,
+                          data, device, amp_dtype, world, start_epoch, best_acc1, best_epoch, train_time, wall_time,
+                          updates_per_epoch, log)
+    finally:
+        energy = _add_energy(run, meter.stop()) if meter is not None else None
+    if not world.is_main:
+        return {}
+    summary.update(params=n_params, params_train=n_params_train, lr=lr, batch_size=effective_batch,
+                   data_path=data_path, **costs, **energy, **cost.peak_memory_gb(device),
+                   hardware=cost.hardware(device))
+    summary["train_gflops_total"] = round(costs["gflops_train_step"] * summary["images_seen"], 1)
+    run.write_summary(summary)
+    return summary
+
+
+def _add_energy(run: RunDir, session: dict) -> dict:
+    """Energy of this process session added to earlier sessions' (a resumed run), kept in energy.json."""
+    path = run.path / "energy.json"
+    total = json.loads(path.read_text()) if path.exists() else {"energy_kwh": 0.0, "emissions_kg": 0.0}
+    for key in ("energy_kwh", "emissions_kg"):
+        total[key] = None if session[key] is None or total.get(key) is None else total[key] + session[key]
+    total["energy_note"] = session["energy_note"]
+    if run.path.exists():
+        atomic_write_text(path, json.dumps(total))
+    return total
+
+
+def _epochs(cfg, run, model, step_model, train_loader, test_loader, optimizer, scheduler, scaler, data, device,
+            amp_dtype, world, start_epoch, best_acc1, best_epoch, train_time, wall_time, updates_per_epoch, log):
     resumed_train_time = train_time
     total_updates = cfg.epochs * updates_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
@@ -312,22 +353,20 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
                   "timm": {"name": model.backbone.timm_name, **model.backbone.timm_kwargs}})
     summary = {
         "method": cfg.method, "aux": cfg.aux if METHODS[cfg.method][1] else None, "model": cfg.model,
-        "dataset": cfg.dataset, "fraction": cfg.fraction, "per_class": cfg.per_class, "epochs": cfg.epochs, "seed": cfg.seed,
+        "dataset": cfg.dataset, "fraction": cfg.fraction, "per_class": cfg.per_class, "epochs": cfg.epochs,
+        "seed": cfg.seed,
         "lambda": cfg.lam if cfg.method == "ssat" else None,
         "mask_ratio": cfg.mask_ratio if METHODS[cfg.method][1] and cfg.aux == "mae" else None,
         "init": cfg.init, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
         "test_acc1": last["val_acc1"], "test_acc5": last["val_acc5"], "test_loss": last["val_loss"],
         "best_acc1": best_acc1 if model.primary else None, "best_epoch": best_epoch if model.primary else None,
-        "params": n_params, "params_train": n_params_train,
         "train_time_s": round(train_time, 2), "wall_time_s": round(wall_time, 2),
         "train_images_per_s": round(epoch_images(train_loader) * world.size * (cfg.epochs - start_epoch)
                                     / max(1e-9, train_time - resumed_train_time), 1),
         "n_train": len(train_loader.images) if isinstance(train_loader, MemoryLoader) else len(train_loader.dataset),
-        "n_test": len(data.test),
-        "batch_size": effective_batch, "lr": lr, "device": str(device), "world_size": world.size,
-        "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
-        "data_path": data_path, "compiled": cfg.compile,
+        "n_test": len(data.test), "images_seen": epoch_images(train_loader) * world.size * cfg.epochs,
+        "device": str(device), "world_size": world.size,
+        "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", "compiled": cfg.compile,
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
     }
-    run.write_summary(summary)
     return summary
