@@ -112,6 +112,36 @@ def build_parser() -> Parser:
     di.add_argument("--gray-to-rgb", action="store_true", default=None, help="replicate grayscale to 3 channels")
     di.add_argument("--json", action="store_true", help="one JSON object instead of text")
 
+    sw = sub.add_parser("sweep", help="run a grid of runs from a YAML file (resumable)",
+                        description="Run every point of a sweep file's grid as its own run directory; finished "
+                                    "points are skipped, killed ones resumed. See configs/sweep-*.yaml.")
+    sw.add_argument("file", help="sweep YAML: name, out, base (options), grid (option: [values])")
+    sw.add_argument("--parallel", type=int, default=1, help="runs at a time, each in its own process [default: 1]")
+    sw.add_argument("--dry-run", action="store_true", help="list the runs without training")
+
+    rp = sub.add_parser("report", help="tables (md, csv), plots and index.html from a directory of runs",
+                        description="Collect every finished run below RUNS_DIR and write the study's tables and "
+                                    "plots.")
+    rp.add_argument("runs", metavar="RUNS_DIR", help="directory holding runs (e.g. runs/<sweep name>)")
+    rp.add_argument("--out", help="output folder [default: RUNS_DIR/report]")
+
+    gc = sub.add_parser("gradcam", help="Grad-CAM and attention-rollout grid: test images x models",
+                        description="For the same seeded test images, each model's Grad-CAM (pytorch-grad-cam, "
+                                    "class token left out) and class-token attention rollout, side by side.")
+    gc.add_argument("--checkpoint", action="append", required=True, help="run directory (repeat to compare)")
+    gc.add_argument("--dataset", help="data set [default: the first model's]")
+    gc.add_argument("--data-root", help="its files [default: the first model's]")
+    gc.add_argument("--n", type=int, default=8, help="test images [default: 8]")
+    gc.add_argument("--out", default="gradcam.png", help="PNG to write [default: gradcam.png]")
+    gc.add_argument("--device", default="cpu", help="[default: cpu]")
+
+    rc = sub.add_parser("reconstruct", help="original / masked / reconstructed grid of an SSAT (MAE) run",
+                        description="Mask test images as in training and draw the MAE decoder's reconstruction.")
+    rc.add_argument("--checkpoint", required=True, help="run directory of an ssat or pretrain run with --aux mae")
+    rc.add_argument("--n", type=int, default=8, help="test images [default: 8]")
+    rc.add_argument("--seed", type=int, default=0, help="seed of the images and masks [default: 0]")
+    rc.add_argument("--out", default="reconstruction.png", help="PNG to write [default: reconstruction.png]")
+
     md = sub.add_parser("models", help="list the backbones with parameters and GFLOPs",
                         description="Every registered backbone, built for the given input, with its parameter count, "
                                     "inference GFLOPs per image (PyTorch's FLOP counter) and the methods it allows.")
@@ -200,6 +230,18 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.topk < 1:
                 raise UserError(f"--topk must be at least 1, got {args.topk}")
             print_json_lines(predict(args.checkpoint, args.images, args.topk, args.device))
+        elif args.command == "sweep":
+            from ssat.commands.sweep import main as sweep_main
+            return sweep_main(args)
+        elif args.command == "report":
+            from ssat.commands.report import main as report_main
+            return report_main(args)
+        elif args.command == "gradcam":
+            from ssat.commands.explain import main_gradcam
+            return main_gradcam(args)
+        elif args.command == "reconstruct":
+            from ssat.commands.explain import main_reconstruct
+            return main_reconstruct(args)
         elif args.command == "models":
             from ssat.commands.models import main as models_main
             return models_main(args)

@@ -29,6 +29,8 @@ def markdown(runs: list[dict]) -> str:
             "best acc1 (%)", "train time (s)", "params (M)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
+        if r.get("test_acc1") is None:  # a pre-training run has no classifier to score
+            continue
         base = scratch.get(key(r))
         gain = f"{r['test_acc1'] - base['test_acc1']:+.2f}" if base is not None and base is not r else ""
         method = r["method"] + (f" ({r['aux']}, λ={r['lambda']})" if r.get("aux") else "")

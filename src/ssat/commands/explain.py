@@ -1,0 +1,195 @@
+"""Looking inside trained models: Grad-CAM (pytorch-grad-cam) and class-token attention rollout side by side for
+several checkpoints on the same test images, and MAE reconstructions (original / masked / reconstructed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ssat.commands.inference import load_classifier
+from ssat.commands.train import resolve_device
+from ssat.data.prepare import load_for
+from ssat.data.transforms import eval_transform
+from ssat.errors import UserError
+
+
+def test_images(cfg, meta, n: int, dataset: Optional[str], data_root: Optional[str], seed: int = 0):
+    """n test images (a seeded choice, the same for every model) as the model's input and as RGB for display."""
+    name = dataset or cfg.dataset
+    data = load_for(cfg, name=name, root=data_root if data_root is not None else
+                    (cfg.data_root if name == cfg.dataset else None))
+    picks = np.random.default_rng(seed).choice(len(data.test), size=min(n, len(data.test)), replace=False)
+    transform = eval_transform(cfg, meta["mean"], meta["std"])
+    images, labels = zip(*(data.test[int(i)] for i in picks))
+    x = torch.stack([transform(im) for im in images])
+    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    rgb = (x * std + mean).clamp(0, 1)
+    rgb = rgb.expand(-1, 3, -1, -1) if rgb.shape[1] == 1 else rgb
+    return x, rgb.permute(0, 2, 3, 1).numpy(), list(labels), data.classes
+
+
+def vit_reshape(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """ViT tokens (B, 1 + N, D) -> (B, D, h, w) for Grad-CAM; the class token is left out."""
+    patches = tokens[:, -grid[0] * grid[1]:]
+    return patches.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+
+
+def grad_cam(model, x: torch.Tensor) -> np.ndarray:
+    """(B, H, W) in [0, 1]: Grad-CAM of the predicted class at the last block's input norm."""
+    from pytorch_grad_cam import GradCAM
+    enc = model.encoder
+    if not hasattr(enc, "blocks"):
+        raise UserError("Grad-CAM here supports ViT checkpoints (token grid); this model has no ViT blocks")
+    with GradCAM(model=enc, target_layers=[enc.blocks[-1].norm1],
+                 reshape_transform=lambda t: vit_reshape(t, model.grid_size)) as cam:
+        return cam(input_tensor=x, targets=None)
+
+
+@torch.no_grad()
+def attention_rollout(model, x: torch.Tensor) -> np.ndarray:
+    """(B, H, W): class-token attention rolled out over all blocks (Abnar & Zuidema), heads averaged, residual
+    added. The maps are recomputed from each block's q and k (the training path uses fused SDPA, which does not
+    return them)."""
+    enc = model.encoder
+    inputs = []
+    hooks = [b.attn.register_forward_pre_hook(lambda m, a: inputs.append((m, a[0]))) for b in enc.blocks]
+    try:
+        enc(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    b, n = x.shape[0], inputs[0][1].shape[1]
+    rollout = torch.eye(n).expand(b, n, n)
+    for attn, t in inputs:
+        qkv = attn.qkv(t).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(qkv[0] @ qkv[1].transpose(-1, -2) * attn.scale, dim=-1).mean(dim=1)
+        weights = weights + torch.eye(n)
+        rollout = (weights / weights.sum(dim=-1, keepdim=True)) @ rollout
+    cls_to_patches = rollout[:, 0, -model.num_patches:].reshape(b, *model.grid_size)
+    maps = torch.nn.functional.interpolate(cls_to_patches.unsqueeze(1), size=x.shape[-2:], mode="bilinear")[:, 0]
+    lo, hi = maps.amin(dim=(1, 2), keepdim=True), maps.amax(dim=(1, 2), keepdim=True)
+    return ((maps - lo) / (hi - lo).clamp(min=1e-8)).numpy()
+
+
+def _overlay(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    import matplotlib
+    colored = matplotlib.colormaps["jet"](heat)[..., :3]
+    return 0.55 * rgb + 0.45 * colored
+
+
+def gradcam_grid(checkpoints: list[str], out: str, n: int = 8, dataset: Optional[str] = None,
+                 data_root: Optional[str] = None, device: str = "cpu") -> dict:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    dev = resolve_device(device)
+    models = [load_classifier(c, dev) for c in checkpoints]
+    _, cfg0, meta0 = models[0]
+    x, rgb, labels, classes = test_images(cfg0, meta0, n, dataset, data_root)
+    columns = [("image", [rgb[i] for i in range(len(rgb))], [classes[y] for y in labels])]
+    for path, (model, cfg, meta) in zip(checkpoints, models):
+        if meta["mean"] != meta0["mean"] or meta["in_chans"] != meta0["in_chans"]:
+            raise UserError(f"{path} was trained on differently normalised inputs than {checkpoints[0]}; compare "
+                            f"models trained on the same data")
+        model.float().cpu()
+        inputs = x.clone()
+        with torch.no_grad():
+            predicted = model(inputs).argmax(dim=1).tolist()
+        cams, rollout = grad_cam(model, inputs), attention_rollout(model, inputs)
+        name = Path(path).name or path
+        titles = [f"{name}: {classes[p]}" for p in predicted]
+        columns.append((f"Grad-CAM {name}", [_overlay(rgb[i], cams[i]) for i in range(len(rgb))], titles))
+        columns.append((f"rollout {name}", [_overlay(rgb[i], rollout[i]) for i in range(len(rgb))], titles))
+    rows, cols = len(rgb), len(columns)
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2 * rows), dpi=80, squeeze=False)
+    for c, (header, pictures, titles) in enumerate(columns):
+        for r in range(rows):
+            ax = axes[r][c]
+            ax.imshow(pictures[r], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(titles[r] if c else f"label {titles[r]}", fontsize=7)
+            if r == 0:
+                ax.set_title(f"{header}\n{ax.get_title()}", fontsize=7)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return {"out": str(out), "images": rows, "models": len(checkpoints)}
+
+
+@torch.no_grad()
+def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
+    """Original / masked / reconstructed (with the visible patches pasted back) for an SSAT (MAE) run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ssat.auxtasks.mae import MAETask
+    from ssat.auxtasks.masking import patchify, random_masking, unpatchify
+    from ssat.config import Config
+    from ssat.objective import build_model
+    from ssat.runs import load_checkpoint, resolve_checkpoint
+    path = resolve_checkpoint(checkpoint, prefer="checkpoint-last.pt")
+    if path.suffix != ".pt":
+        raise UserError(f"{checkpoint}: reconstructions need the MAE decoder, kept in checkpoint-last.pt only; pass "
+                        f"the run directory of an SSAT or pre-training run")
+    state = load_checkpoint(path)
+    cfg = Config.from_dict(state["config"])
+    if cfg.method not in ("ssat", "pretrain") or cfg.aux != "mae":
+        raise UserError(f"{checkpoint} is a {cfg.method} run without an MAE decoder; pass an ssat / pretrain run "
+                        f"with --aux mae")
+    meta = state["data"]
+    model = build_model(cfg, num_classes=len(meta["classes"]), in_chans=meta["in_chans"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    if not isinstance(model.aux, MAETask):
+        raise UserError(f"{checkpoint}: reconstructions are drawn for ViT MAE runs")
+    x, rgb, labels, classes = test_images(cfg, meta, n, None, None, seed)
+    bb, p = model.backbone, model.backbone.patch_size
+    torch.manual_seed(seed)
+    ids_keep, mask, ids_restore = random_masking(x.shape[0], bb.num_patches, cfg.mask_ratio)
+    pred = model.aux.decoder(bb.forward_masked(x, ids_keep), ids_restore)
+    target = patchify(x, p)
+    if cfg.norm_pix_loss:  # predictions are in per-patch normalised units: map back with the target's statistics
+        mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+        pred = pred * (var + 1e-6).sqrt() + mean
+    m = mask.unsqueeze(-1)
+    masked = unpatchify(target * (1 - m), p, bb.grid_size, bb.in_chans)
+    pasted = unpatchify(target * (1 - m) + pred * m, p, bb.grid_size, bb.in_chans)
+    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
+
+    def show(t):
+        t = (t * std + mean).clamp(0, 1)
+        t = t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
+        return t.permute(0, 2, 3, 1).numpy()
+    panels = [("original", rgb), ("masked (75 %)" if cfg.mask_ratio == 0.75 else "masked", show(masked)),
+              ("reconstruction", show(pasted))]
+    fig, axes = plt.subplots(len(rgb), 3, figsize=(6, 2 * len(rgb)), dpi=80, squeeze=False)
+    for c, (title, pictures) in enumerate(panels):
+        for r in range(len(rgb)):
+            axes[r][c].imshow(pictures[r], interpolation="nearest")
+            axes[r][c].axis("off")
+            if r == 0:
+                axes[r][c].set_title(title, fontsize=8)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    error = float(((pred - target) ** 2).mean(-1).mul(mask).sum() / mask.sum())
+    return {"out": str(out), "images": len(rgb), "masked_mse": round(error, 5)}
+
+
+def main_gradcam(args) -> int:
+    print(json.dumps(gradcam_grid(args.checkpoint, args.out, args.n, args.dataset, args.data_root, args.device)))
+    return 0
+
+
+def main_reconstruct(args) -> int:
+    print(json.dumps(reconstruct(args.checkpoint, args.out, args.n, args.seed)))
+    return 0

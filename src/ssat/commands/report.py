@@ -1,0 +1,236 @@
+"""`ssat report RUNS_DIR [--out DIR]`: the study's tables and plots from every finished run below RUNS_DIR.
+
+Writes results.md / results.csv (methods x data sets, mean ± std over seeds, gain over scratch in brackets),
+cost.md / cost.csv (GFLOPs, train time, CO2, accuracy), runs.csv (one row per run), PNG plots (accuracy vs λ,
+vs data fraction, vs epochs; training curves per run) and index.html, which shows them together and opens from
+disk without a server."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from ssat.commands.table import collect
+from ssat.errors import UserError
+
+
+def method_label(r: dict) -> str:
+    if r["method"] == "ssat":
+        return f"ssat ({r.get('aux') or 'mae'}, λ={r.get('lambda')})"
+    if r["method"] == "sslft":
+        return f"sslft ({r.get('aux') or 'mae'})"
+    return r["method"]
+
+
+def setting(r: dict) -> tuple:
+    """What must match for runs to be compared: model, data, amount of data, length."""
+    amount = f"{r['per_class']}/class" if r.get("per_class") else f"{100 * (r.get('fraction') or 1):g}%"
+    return r["model"], r["dataset"], amount, r["epochs"]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def grouped(runs: list[dict]) -> dict[tuple, list[dict]]:
+    """(setting, method label) -> the runs (one per seed)."""
+    groups = defaultdict(list)
+    for r in runs:
+        if r.get("test_acc1") is not None:  # pre-training runs have no accuracy
+            groups[(setting(r), method_label(r))].append(r)
+    return groups
+
+
+def results_table(runs: list[dict]) -> list[list[str]]:
+    """Rows: model + method; columns: data set (+ amount of data and epochs when they vary)."""
+    groups = grouped(runs)
+    columns = sorted({s[1:] for s, _ in groups}, key=str)
+    rows_keys = sorted({(s[0], m) for s, m in groups}, key=lambda k: (k[0], k[1] != "scratch", k[1]))
+    head = ["model", "method"] + [" ".join(map(str, (d, a, f"{e} ep"))) for d, a, e in columns]
+    table = [head]
+    for model, method in rows_keys:
+        cells = [model, method]
+        for dataset, amount, epochs in columns:
+            group = groups.get(((model, dataset, amount, epochs), method))
+            if not group:
+                cells.append("")
+                continue
+            mean, std = mean_std([r["test_acc1"] for r in group])
+            text = f"{mean:.2f}" + (f" ± {std:.2f}" if len(group) > 1 else "")
+            base = groups.get(((model, dataset, amount, epochs), "scratch"))
+            if base and method != "scratch":
+                text += f" ({mean - mean_std([r['test_acc1'] for r in base])[0]:+.2f})"
+            cells.append(text + (f" [n={len(group)}]" if len(group) > 1 else ""))
+        table.append(cells)
+    return table
+
+
+def cost_table(runs: list[dict]) -> list[list[str]]:
+    head = ["model", "dataset", "data", "epochs", "method", "GFLOPs/img (train step)", "train GFLOPs (total)",
+            "train time (s)", "kg CO2-eq", "test acc1 (%)"]
+    table = [head]
+    for (s, method), group in sorted(grouped(runs).items(), key=lambda kv: (kv[0][0], kv[0][1] != "scratch")):
+        avg = lambda key: statistics.fmean(r[key] for r in group) if all(r.get(key) is not None for r in group) \
+            else None  # noqa: E731
+        total = avg("total_train_gflops") or avg("train_gflops_total")
+        emissions = avg("total_emissions_kg") or avg("emissions_kg")
+        time_s = avg("total_train_time_s") or avg("train_time_s")
+        table.append([s[0], s[1], s[2], str(s[3]), method,
+                      f"{avg('gflops_train_step'):.3f}" if avg("gflops_train_step") else "n/a",
+                      f"{total:.4g}" if total else "n/a", f"{time_s:.1f}" if time_s else "n/a",
+                      f"{emissions:.2e}" if emissions is not None else "not measured",
+                      f"{avg('test_acc1'):.2f}"])
+    return table
+
+
+def markdown(table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table[1:]])
+
+
+def write_csv(path: Path, table: list[list[str]]) -> None:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(table)
+
+
+def runs_rows(runs: list[dict]) -> list[list[str]]:
+    keys = ["run", "method", "aux", "lambda", "mask_ratio", "model", "dataset", "fraction", "per_class", "epochs",
+            "seed", "test_acc1", "test_acc5", "best_acc1", "train_time_s", "gflops_train_step", "train_gflops_total",
+            "energy_kwh", "emissions_kg", "params"]
+    perturbed = sorted({p for r in runs for p in r.get("perturbed", {})})
+    return [keys + [f"acc1 {p}" for p in perturbed]] + [
+        ["" if r.get(k) is None else str(r.get(k)) for k in keys]
+        + [str(r.get("perturbed", {}).get(p, {}).get("acc1", "")) for p in perturbed] for r in runs]
+
+
+# --- plots --------------------------------------------------------------------------------------------------
+
+def _plot_lines(path: Path, title: str, xlabel: str, series: dict[str, list[tuple[float, float, float]]],
+                log_x: bool = False, hline: dict[str, float] | None = None) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for label, points in sorted(series.items()):
+        points = sorted(points)
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                    capsize=3, label=label)
+    for label, y in (hline or {}).items():
+        ax.axhline(y, linestyle="--", color="gray", label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(title=title, xlabel=xlabel, ylabel="test top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_sweeps(runs: list[dict], out: Path) -> list[Path]:
+    """Accuracy vs λ, vs data fraction and vs epochs, wherever the runs vary them."""
+    done = []
+    scored = [r for r in runs if r.get("test_acc1") is not None]
+    by = defaultdict(list)
+    for r in scored:
+        if r["method"] == "ssat":
+            by[("lambda", r["model"], r["dataset"], r.get("fraction"), r["epochs"])].append(r)
+    for (_, model, dataset, fraction, epochs), group in by.items():
+        lams = sorted({r["lambda"] for r in group})
+        if len(lams) < 2:
+            continue
+        series = {"ssat": [(lam, *mean_std([r["test_acc1"] for r in group if r["lambda"] == lam])) for lam in lams]}
+        base = [r["test_acc1"] for r in scored if r["method"] == "scratch" and
+                (r["model"], r["dataset"], r.get("fraction"), r["epochs"]) == (model, dataset, fraction, epochs)]
+        path = out / f"acc_vs_lambda-{dataset}-{model}.png"
+        _plot_lines(path, f"{model} on {dataset}: accuracy vs λ", "λ (weight of the classification loss)", series,
+                    hline={"scratch": statistics.fmean(base)} if base else None)
+        done.append(path)
+    for axis, xlabel, log_x in (("fraction", "fraction of the training set", True), ("epochs", "epochs", False)):
+        groups = defaultdict(lambda: defaultdict(list))
+        for r in scored:
+            fixed = (r["model"], r["dataset"], r["epochs"] if axis == "fraction" else r.get("fraction"))
+            groups[fixed][method_label(r)].append(r)
+        for (model, dataset, _), methods in groups.items():
+            xs = {r.get(axis) or 1.0 for rs in methods.values() for r in rs}
+            if len(xs) < 2:
+                continue
+            series = {m: [(x, *mean_std([r["test_acc1"] for r in rs if (r.get(axis) or 1.0) == x]))
+                          for x in sorted({r.get(axis) or 1.0 for r in rs})] for m, rs in methods.items()}
+            path = out / f"acc_vs_{axis}-{dataset}-{model}.png"
+            _plot_lines(path, f"{model} on {dataset}: accuracy vs {axis}", xlabel, series, log_x=log_x)
+            done.append(path)
+    return done
+
+
+def plot_curves(run: dict, out: Path) -> Path | None:
+    """Loss parts and accuracy per epoch of one run, from its metrics.jsonl."""
+    metrics = Path(run["run"]) / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
+    epochs = [r["epoch"] for r in rows]
+    for key in ("loss", "loss_primary", "loss_aux", "val_loss"):
+        if any(r.get(key) is not None for r in rows):
+            left.plot(epochs, [r.get(key) for r in rows], marker="o", label=key)
+    for key in ("train_acc1", "val_acc1"):
+        if any(r.get(key) is not None for r in rows):
+            right.plot(epochs, [r.get(key) for r in rows], marker="o", label=key)
+    left.set(xlabel="epoch", ylabel="loss", title=Path(run["run"]).name)
+    right.set(xlabel="epoch", ylabel="top-1 (%)", title=method_label(run))
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "curves" / (Path(run["run"]).as_posix().strip("/").replace("/", "__") + ".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def html_table(table: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def report(runs_dir: str, out: str | None = None) -> dict:
+    runs = collect([runs_dir])
+    out_dir = Path(out or Path(runs_dir) / "report")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, costs = results_table(runs), cost_table(runs)
+    if len(results) == 1:
+        raise UserError(f"{runs_dir} holds only pre-training runs; report needs runs with a test accuracy")
+    (out_dir / "results.md").write_text(markdown(results) + "\n")
+    (out_dir / "cost.md").write_text(markdown(costs) + "\n")
+    write_csv(out_dir / "results.csv", results)
+    write_csv(out_dir / "cost.csv", costs)
+    write_csv(out_dir / "runs.csv", runs_rows(runs))
+    sweeps = plot_sweeps(runs, out_dir)
+    curves = [p for p in (plot_curves(r, out_dir) for r in runs) if p is not None]
+    images = "".join(f'<figure><img src="{p.relative_to(out_dir).as_posix()}"><figcaption>{html.escape(p.stem)}'
+                     f'</figcaption></figure>' for p in sweeps + curves)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ssat report: {html.escape(runs_dir)}</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}figure{display:inline-block;margin:1em}"
+            "img{max-width:600px}</style></head><body>"
+            f"<h1>ssat report: {html.escape(runs_dir)}</h1><p>{len(runs)} runs. Test top-1 accuracy (%), mean ± std over "
+            "seeds; in brackets the gain over scratch with the same model, data and epochs.</p>"
+            f"<h2>Results</h2>{html_table(results)}<h2>Cost</h2>{html_table(costs)}<h2>Plots</h2>{images}"
+            "</body></html>")
+    (out_dir / "index.html").write_text(page)
+    return {"runs": len(runs), "out": str(out_dir), "plots": len(sweeps), "curves": len(curves)}
+
+
+def main(args) -> int:
+    print(json.dumps(report(args.runs, args.out)))
+    return 0

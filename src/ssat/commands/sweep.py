@@ -1,0 +1,163 @@
+"""`ssat sweep FILE.yaml`: a grid of runs, each its own run directory, resumable and shareable.
+
+    name: lambda                 # runs go to <out>/<name>/<one folder per grid point>
+    eval_perturb: [perspective:0.5]   # optional: also evaluate each run on these perturbed test sets
+    out: runs                    # default: runs
+    base: {dataset: digits, epochs: 10, model: vit_tiny}     # options every run shares
+    grid: {method: [scratch, ssat], lambda: [0.1, 0.5], seed: [0, 1]}   # every combination
+
+A point whose summary.json exists is skipped, one with a checkpoint is resumed, so a killed sweep continues where it
+stopped. Options that do not apply to a method are dropped from its identity (scratch has no λ, mask ratio or
+auxiliary task), so scratch runs once per remaining combination, not once per λ. Every run draws its training
+subset from the same `subset_seed`, so all methods of a sweep see the same images. `--parallel N` runs N
+points at a time, each in its own process."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from ssat.config import Config
+from ssat.errors import UserError
+
+# Grid keys that only mean something when the method trains an auxiliary task.
+AUX_ONLY = {"lam", "aux", "mask_ratio", "decoder_dim", "decoder_depth", "decoder_heads", "norm_pix_loss",
+            "temperature", "dino_out_dim", "teacher_temp", "ema_momentum"}
+SHORT = {"lam": "lambda"}
+
+
+def read_sweep(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"sweep file {p} does not exist; pass a YAML file with name, base and grid")
+    try:
+        spec = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"sweep file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("grid", {}), dict) or \
+            not isinstance(spec.get("base", {}), dict):
+        raise UserError(f"sweep file {p}: expected a mapping with 'name', 'base' (options) and 'grid' (option: list)")
+    spec.setdefault("name", p.stem)
+    return spec
+
+
+def points(spec: dict) -> list[tuple[str, dict]]:
+    """(folder name, options) for every distinct grid point."""
+    norm = lambda k: "lam" if k == "lambda" else str(k).replace("-", "_")  # noqa: E731
+    base = {norm(k): v for k, v in (spec.get("base") or {}).items()}
+    grid = {norm(k): (v if isinstance(v, list) else [v]) for k, v in (spec.get("grid") or {}).items()}
+    known = {f for f in Config.__dataclass_fields__}
+    unknown = sorted((set(base) | set(grid)) - known)
+    if unknown:
+        raise UserError(f"sweep: unknown option(s) {', '.join(unknown)}; see `ssat train --help`")
+    seen, out = set(), []
+    for values in itertools.product(*grid.values()):
+        options = {**base, **dict(zip(grid, values))}
+        method = options.get("method", Config.method)
+        identity = {k: v for k, v in zip(grid, values)
+                    if not (k in AUX_ONLY and method in ("scratch", "sslft") and k != "aux") and
+                    not (k == "aux" and method == "scratch")}
+        key = tuple(sorted(identity.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        name = "-".join(f"{SHORT.get(k, k)}={v}" for k, v in identity.items()) or "run"
+        out.append((name, options))
+    return out
+
+
+def _perturbed(folder: Path, specs: list[str]) -> None:
+    """Evaluate a finished run on perturbed test sets; results land in its summary.json."""
+    from ssat.commands.inference import evaluate_checkpoint
+    done = json.loads((folder / "summary.json").read_text()).get("perturbed", {})
+    for spec in specs:
+        from ssat.data.perturb import name_of
+        if name_of(spec) not in done:
+            evaluate_checkpoint(str(folder), perturb=spec, device="cpu" if not _cuda() else "auto")
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def _run_here(folder: Path, options: dict) -> tuple[str, str]:
+    """One point in this process (sequential sweeps)."""
+    from ssat.commands.train import train
+    from ssat.runs import load_checkpoint
+    if (folder / "summary.json").is_file():
+        return str(folder), "done before"
+    try:
+        if (folder / "checkpoint-last.pt").is_file():
+            state = load_checkpoint(folder)
+            cfg = Config.from_dict({**state["config"], "out": str(folder), "quiet": True})
+            train(cfg, resume=str(folder), state=state)
+        else:
+            train(Config.from_dict({**options, "out": str(folder), "quiet": True}))
+    except UserError as e:
+        return str(folder), f"failed: {e}"
+    return str(folder), "trained"
+
+
+def _run_process(folder: Path, options: dict) -> tuple[str, str]:
+    """One point in its own process (parallel sweeps)."""
+    if (folder / "summary.json").is_file():
+        return str(folder), "done before"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if (folder / "checkpoint-last.pt").is_file():
+        cmd = [sys.executable, "-m", "ssat", "train", "--resume", str(folder)]
+    else:
+        cfg_file = folder.parent / f".{folder.name}.yaml"
+        cfg_file.write_text(yaml.safe_dump({**options, "out": str(folder), "quiet": True}))
+        cmd = [sys.executable, "-m", "ssat", "train", "--config", str(cfg_file)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+        return str(folder), f"failed: {last}"
+    return str(folder), "trained"
+
+
+def sweep(path: str, parallel: int = 1, dry_run: bool = False, quiet: bool = False) -> list[dict]:
+    spec = read_sweep(path)
+    root = Path(spec.get("out", "runs")) / spec["name"]
+    plan = points(spec)
+    for _, options in plan:  # every point must be a valid config before anything runs
+        Config.from_dict({k: v for k, v in options.items()}, source=path).validate()
+    if dry_run:
+        return [{"run": str(root / name), "options": options} for name, options in plan]
+    log = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    log(f"sweep {spec['name']}: {len(plan)} runs into {root}, {parallel} at a time")
+    results = []
+    if parallel <= 1:
+        for name, options in plan:
+            run, status = _run_here(root / name, options)
+            log(f"  {run}: {status}")
+            results.append({"run": run, "status": status})
+    else:
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            futures = [pool.submit(_run_process, root / name, options) for name, options in plan]
+            for f in futures:
+                run, status = f.result()
+                log(f"  {run}: {status}")
+                results.append({"run": run, "status": status})
+    for r in results:
+        if spec.get("eval_perturb") and not r["status"].startswith("failed"):
+            _perturbed(Path(r["run"]), list(spec["eval_perturb"]))
+    failed = [r for r in results if r["status"].startswith("failed")]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(results)} sweep runs failed, first {failed[0]['run']}: "
+                        f"{failed[0]['status']}; fix it and run the sweep again (finished runs are kept)")
+    return results
+
+
+def main(args) -> int:
+    results = sweep(args.file, args.parallel, args.dry_run)
+    print(json.dumps({"runs": len(results), "trained": sum(r.get("status") == "trained" for r in results)}
+                     if not args.dry_run else results))
+    return 0

@@ -1,0 +1,91 @@
+"""`ssat sweep` (grid, skip finished runs, resume) and `ssat report` (tables, gains, plots, index.html)."""
+
+import csv
+import json
+
+import pytest
+import yaml
+from PIL import Image
+
+from ssat.cli import main
+from ssat.commands import sweep as sweep_mod
+from ssat.commands.report import report
+from ssat.commands.sweep import points, read_sweep
+
+BASE = {"model": "vit_test", "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "batch_size": 64,
+        "epochs": 1, "warmup_epochs": 0, "deterministic": True, "device": "cpu", "energy": False,
+        "fraction": 0.2}
+
+
+def write_sweep(tmp_path, grid, name="s", **base):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "out": str(tmp_path / "runs"), "base": {**BASE, **base},
+                                    "grid": grid}, sort_keys=False))
+    return path
+
+
+def test_grid_drops_options_that_do_not_apply_to_scratch(tmp_path):
+    spec = read_sweep(write_sweep(tmp_path, {"method": ["scratch", "ssat"], "lambda": [0.1, 0.5], "seed": [0, 1]}))
+    names = [n for n, _ in points(spec)]
+    assert len(names) == 6  # scratch x 2 seeds + ssat x 2 λ x 2 seeds
+    assert "method=scratch-seed=0" in names and "method=ssat-lambda=0.5-seed=1" in names
+
+
+def test_killed_sweep_resumes_without_repeating_finished_runs(tmp_path, monkeypatch, capsys):
+    path = write_sweep(tmp_path, {"method": ["scratch", "ssat"], "lambda": [0.1, 0.9]})
+    real = sweep_mod._run_here
+    calls = []
+
+    def killed_after_two(folder, options):
+        calls.append(folder.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(folder, options)
+    monkeypatch.setattr(sweep_mod, "_run_here", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_mod.sweep(str(path), quiet=True)
+    finished = sorted(p.parent.name for p in (tmp_path / "runs" / "s").glob("*/summary.json"))
+    assert len(finished) == 2
+    monkeypatch.setattr(sweep_mod, "_run_here", real)
+    trained = []
+    monkeypatch.setattr("ssat.commands.train.train", lambda cfg, **kw: trained.append(cfg.out))
+    results = sweep_mod.sweep(str(path), quiet=True)
+    assert [r["status"] for r in results].count("done before") == 2
+    assert len(trained) == 1 and all(name not in trained[0] for name in finished)
+
+
+def test_report_on_real_runs_has_every_run_the_gains_and_plots(tmp_path, capsys):
+    path = write_sweep(tmp_path, {"method": ["scratch", "ssat"], "lambda": [0.1, 0.9], "seed": [0, 1]})
+    assert main(["sweep", str(path)]) == 0
+    runs = tmp_path / "runs" / "s"
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in runs.glob("*/summary.json")}
+    assert len(summaries) == 6
+    capsys.readouterr()
+    assert main(["report", str(runs)]) == 0
+    out = runs / "report"
+    rows = list(csv.reader(open(out / "runs.csv")))
+    assert len(rows) == 1 + 6
+    table = (out / "results.md").read_text()
+    scratch = [s["test_acc1"] for n, s in summaries.items() if n.startswith("method=scratch")]
+    ssat01 = [s["test_acc1"] for n, s in summaries.items() if "lambda=0.1" in n]
+    gain = sum(ssat01) / 2 - sum(scratch) / 2
+    assert f"({gain:+.2f})" in table and "ssat (mae, λ=0.1)" in table and "[n=2]" in table
+    pngs = sorted(out.glob("*.png")) + sorted((out / "curves").glob("*.png"))
+    assert any(p.name.startswith("acc_vs_lambda") for p in pngs) and len(list((out / "curves").glob("*.png"))) == 6
+    sizes = {Image.open(p).size for p in pngs}
+    assert (600, 400) in sizes and (900, 350) in sizes
+    curve_a, curve_b = sorted((out / "curves").glob("*.png"))[:2]
+    assert curve_a.read_bytes() != curve_b.read_bytes()
+    page = (out / "index.html").read_text()
+    assert "<table>" in page and "acc_vs_lambda" in page and "curves/" in page
+    assert (out / "cost.md").read_text().count("|") > 10
+
+
+def test_sweep_errors(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path / "none.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = write_sweep(tmp_path, {"methd": ["scratch"]}, name="bad")
+    assert main(["sweep", str(bad)]) == 2
+    assert "unknown option(s) methd" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "holds no finished run" in capsys.readouterr().err
