@@ -70,3 +70,17 @@ def test_models_command_lists_params_and_gflops(capsys):
     assert rows["vit_tiny"]["params_m"] == pytest.approx(5.36, abs=0.05)
     assert rows["resnet50"]["methods"] == "scratch"
     assert all(r["gflops"] > 0 for r in rows.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, aux", [("swin_tiny", "mae"), ("cvt_13", "dino"), ("vit_small", "simclr")])
+def test_sslft_in_one_command_on_other_backbones(tmp_path, tiny_flags, model, aux):
+    """Pre-train (1 epoch) then fine-tune (1 epoch) through the CLI at 32 px, on hierarchical backbones too."""
+    flags = [f for f in tiny_flags]
+    flags[flags.index("--model") + 1] = model
+    out = tmp_path / model
+    assert main(["train", *flags, "--method", "sslft", "--aux", aux, "--pretrain-epochs", "1", "--img-size", "32",
+                 "--fraction", "0.03", "--batch-size", "8", "--out", str(out)]) == 0
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert summary["method"] == "sslft" and summary["model"] == model and summary["pretrain_epochs"] == 1
+    assert (out / "pretrain" / "model.safetensors").exists()

@@ -16,7 +16,7 @@ ENTRY = str(Path(__file__).parent / "ddp_entry.py")
 # No randomness that differs between one process and two: no augmentation, no drop-path, scratch (no masks).
 EXACT = ["--model", "vit_test", "--method", "scratch", "--crop", "none", "--no-hflip", "--rand-augment", "none",
          "--reprob", "0", "--drop-path", "0", "--warmup-epochs", "0", "--epochs", "2", "--fraction", "0.25",
-         "--device", "cpu", "--quiet", "--blr", "5e-3", "--loader", "memory"]
+         "--device", "cpu", "--quiet", "--blr", "5e-3", "--loader", "memory", "--no-energy"]
 
 
 def free_port() -> int:
@@ -71,7 +71,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs):
 def test_ranks_stay_in_sync_and_resume_under_ddp(runs, tmp_path):
     """SSAT (masks and augmentation differ per rank) for 1 epoch, then resumed to 2 under torchrun: the ranks'
     parameters are checked against each other every epoch (the run fails if they drift)."""
-    args = ["--model", "vit_test", "--method", "ssat", "--decoder-dim", "16", "--decoder-depth", "1",
+    args = ["--model", "vit_test", "--method", "ssat", "--no-energy", "--decoder-dim", "16", "--decoder-depth", "1",
             "--decoder-heads", "2", "--fraction", "0.2", "--batch-size", "16", "--device", "cpu", "--quiet",
             "--warmup-epochs", "0"]
     first = torchrun(2, ["train", *args, "--epochs", "1", "--out", str(tmp_path / "r")], tmp_path)
@@ -81,3 +81,13 @@ def test_ranks_stay_in_sync_and_resume_under_ddp(runs, tmp_path):
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["world_size"] == 2
     assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_pretraining_runs_under_ddp(tmp_path):
+    """Pre-training leaves the classifier unused: it is frozen, so DDP finds no unused parameter."""
+    args = ["--model", "vit_test", "--method", "dino", "--fraction", "0.1", "--batch-size", "16", "--device", "cpu",
+            "--quiet", "--epochs", "1", "--warmup-epochs", "0", "--no-energy", "--out", str(tmp_path / "p")]
+    done = torchrun(2, ["pretrain", *args], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert summary["method"] == "pretrain" and summary["aux"] == "dino" and summary["world_size"] == 2

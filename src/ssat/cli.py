@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -190,6 +191,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[dict]]:
     return Config.from_dict({**cfg.to_dict(), **given}, source="command line"), None
 
 
+# command -> (module, function(args) -> exit code); imported only when used, so `ssat --help` stays fast.
+RUNNERS = {"sweep": ("ssat.commands.sweep", "main"), "report": ("ssat.commands.report", "main"),
+           "gradcam": ("ssat.commands.explain", "main_gradcam"),
+           "reconstruct": ("ssat.commands.explain", "main_reconstruct"),
+           "models": ("ssat.commands.models", "main"), "data": ("ssat.commands.datainfo", "main"),
+           "bench": ("ssat.commands.bench", "main")}
+
+
 def one_line(message: str) -> str:
     """A UserError raised in a DataLoader worker arrives wrapped in the worker's traceback; keep its own line."""
     marker = "UserError: "
@@ -230,29 +239,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.topk < 1:
                 raise UserError(f"--topk must be at least 1, got {args.topk}")
             print_json_lines(predict(args.checkpoint, args.images, args.topk, args.device))
-        elif args.command == "sweep":
-            from ssat.commands.sweep import main as sweep_main
-            return sweep_main(args)
-        elif args.command == "report":
-            from ssat.commands.report import main as report_main
-            return report_main(args)
-        elif args.command == "gradcam":
-            from ssat.commands.explain import main_gradcam
-            return main_gradcam(args)
-        elif args.command == "reconstruct":
-            from ssat.commands.explain import main_reconstruct
-            return main_reconstruct(args)
-        elif args.command == "models":
-            from ssat.commands.models import main as models_main
-            return models_main(args)
-        elif args.command == "data":
-            from ssat.commands.datainfo import main as data_main
-            return data_main(args)
-        elif args.command == "bench":
-            from ssat.commands.bench import main as bench_main
-            if args.steps < 1 or args.warmup < 1 or args.batch < 1:
+        elif args.command in RUNNERS:  # commands whose module reads the parsed flags itself
+            if args.command == "bench" and (args.steps < 1 or args.warmup < 1 or args.batch < 1):
                 raise UserError("--steps, --warmup and --batch must be at least 1")
-            return bench_main(args)
+            module, function = RUNNERS[args.command]
+            return getattr(importlib.import_module(module), function)(args)
         elif args.command == "table":
             from ssat.commands.table import collect, markdown
             print(markdown(collect(args.runs)))

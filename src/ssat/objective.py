@@ -85,6 +85,12 @@ def build_model(cfg, *, num_classes: int, in_chans: int) -> SSATModel:
     if pretrained:
         load_pretrained_encoder(backbone, cfg.init)
     aux = build_aux(cfg.aux, backbone, cfg) if uses_aux else None
+    if not primary:
+        # Pre-training never uses the classifier: freeze it, so it is not optimised and DDP sees no unused
+        # parameter (fine-tuning re-initialises it anyway).
+        head = getattr(backbone.encoder, "head", None)
+        for p in (head.parameters() if isinstance(head, nn.Module) else []):
+            p.requires_grad_(False)
     return SSATModel(backbone, aux, lam=cfg.lam, label_smoothing=cfg.label_smoothing, primary=primary)
 
 

@@ -223,8 +223,8 @@ def report(runs_dir: str, out: str | None = None) -> dict:
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}figure{display:inline-block;margin:1em}"
             "img{max-width:600px}</style></head><body>"
-            f"<h1>ssat report: {html.escape(runs_dir)}</h1><p>{len(runs)} runs. Test top-1 accuracy (%), mean ± std over "
-            "seeds; in brackets the gain over scratch with the same model, data and epochs.</p>"
+            f"<h1>ssat report: {html.escape(runs_dir)}</h1><p>{len(runs)} runs. Test top-1 accuracy (%), "
+            "mean ± std over seeds; in brackets the gain over scratch with the same model, data and epochs.</p>"
             f"<h2>Results</h2>{html_table(results)}<h2>Cost</h2>{html_table(costs)}<h2>Plots</h2>{images}"
             "</body></html>")
     (out_dir / "index.html").write_text(page)
