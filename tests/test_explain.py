@@ -28,7 +28,7 @@ def two_runs(tmp_path_factory):
 
 
 def test_gradcam_grid_compares_models_on_the_same_images(two_runs, tmp_path, capsys):
-    a, b = tmp_path / "ab.png", tmp_path / "ba.png"
+    a = tmp_path / "ab.png"
     assert main(["gradcam", "--checkpoint", str(two_runs["scratch"]), "--checkpoint", str(two_runs["ssat"]),
                  "--n", "3", "--out", str(a)]) == 0
     assert json.loads(capsys.readouterr().out) == {"out": str(a), "images": 3, "models": 2}

@@ -9,7 +9,6 @@ from PIL import Image
 
 from ssat.cli import main
 from ssat.commands import sweep as sweep_mod
-from ssat.commands.report import report
 from ssat.commands.sweep import points, read_sweep
 
 BASE = {"model": "vit_test", "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "batch_size": 64,
@@ -89,3 +88,16 @@ def test_sweep_errors(tmp_path, capsys):
     assert "unknown option(s) methd" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "holds no finished run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_parallel_sweep_runs_points_in_their_own_processes(tmp_path, capsys):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "out": str(tmp_path / "runs"), "grid": {"method": ["scratch", "ssat"]},
+                                    "base": {"model": "vit_tiny", "fraction": 0.05, "epochs": 1, "warmup_epochs": 0,
+                                             "energy": False, "device": "cpu"}}))
+    assert main(["sweep", str(path), "--parallel", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"runs": 2, "trained": 2}
+    assert len(list((tmp_path / "runs" / "p").glob("*/summary.json"))) == 2
+    assert main(["sweep", str(path), "--parallel", "2"]) == 0  # nothing left to do
+    assert json.loads(capsys.readouterr().out) == {"runs": 2, "trained": 0}
