@@ -84,3 +84,14 @@ def test_compile_flag_trains_to_the_same_numbers(tmp_path, tiny_flags):
         assert json.loads((out / "summary.json").read_text())["compiled"] == (name == "compiled")
     assert rows["compiled"]["loss"] == pytest.approx(rows["eager"]["loss"], rel=1e-4)
     assert rows["compiled"]["val_acc1"] == pytest.approx(rows["eager"]["val_acc1"], abs=0.5)
+
+
+def test_patch_embedding_stays_fp32_under_autocast(tiny_cfg):
+    model = build_model(tiny_cfg(img_size=8, patch_size=2), num_classes=10, in_chans=1)
+    embed = model.backbone.encoder.patch_embed
+    x = torch.randn(3, 1, 8, 8)
+    exact = embed(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = embed(x)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, exact)
+    assert {"patch_embed.proj.weight", "patch_embed.proj.bias"} <= set(model.backbone.encoder.state_dict())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Attention as TimmAttention
 
@@ -38,3 +39,22 @@ class Attention(TimmAttention):
         x = attention(q, k, v, self.attn_drop.p if self.training else 0.0, attn_mask)
         x = x.transpose(1, 2).reshape(b, n, self.attn_dim)
         return self.proj_drop(self.proj(self.norm(x)))
+
+
+class Float32Conv2d(nn.Conv2d):
+    """A Conv2d that always runs in fp32, also under autocast (same parameters and names as nn.Conv2d).
+
+    Used for the ViT patch embedding. Scratch ViT-T on the digits demo config, CPU, bf16 autocast vs fp32: seed 0
+    85.56 vs 88.06 %, seed 1 86.11 vs 86.94; with only this layer kept in fp32: 88.61 and 86.39, i.e. the mean gap
+    of 1.7 points closed, at the same speed (the layer is tiny)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def as_float32_conv(conv: nn.Conv2d) -> Float32Conv2d:
+    new = Float32Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                        conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
+    new.load_state_dict(conv.state_dict())
+    return new.to(conv.weight.device)

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from timm.layers import build_sincos2d_pos_embed
 
-from ssat.models.layers import Attention
+from ssat.models.layers import Attention, as_float32_conv
 from ssat.models.registry import register_model
 
 
@@ -25,6 +25,8 @@ class ViTBackbone(nn.Module):
         self.timm_name = timm_name
         self.encoder = timm.create_model(timm_name, pretrained=False, drop_path_rate=drop_path, attn_layer=Attention,
                                          **self.timm_kwargs)
+        # The patch projection stays fp32 under autocast (see layers.Float32Conv2d: bf16 here cost accuracy).
+        self.encoder.patch_embed.proj = as_float32_conv(self.encoder.patch_embed.proj)
         if self.encoder.num_prefix_tokens != 1 or self.encoder.no_embed_class:
             raise ValueError(f"{timm_name}: SSAT expects exactly one class token with its own position")
         self.in_chans = in_chans
