@@ -19,6 +19,7 @@ from ssat.commands.train import resolve_device, resolve_precision
 from ssat.config import Config
 from ssat.data.batch_augment import BatchAugment
 from ssat.data.memory import MemoryLoader
+from ssat.data.transforms import crop_mode
 from ssat.flops import train_flops_per_image
 from ssat.objective import build_model
 from ssat.runs import seed_everything
@@ -99,8 +100,7 @@ def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> floa
     seed_everything(cfg.seed)
     n = cfg.batch_size * batches
     images = torch.randint(0, 256, (n, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8)
-    crop = cfg.crop if cfg.crop != "auto" else ("pad" if cfg.img_size < 64 else "rrc")
-    augment = BatchAugment(size=cfg.img_size, crop=crop, hflip=True, rand_augment=cfg.rand_augment,
+    augment = BatchAugment(size=cfg.img_size, crop=crop_mode(cfg), hflip=True, rand_augment=cfg.rand_augment,
                            reprob=cfg.reprob, mean=(0.5,) * 3, std=(0.25,) * 3)
     loader = MemoryLoader(images, [0] * n, batch_size=cfg.batch_size, device=device, mean=(0.5,) * 3,
                           std=(0.25,) * 3, augment=augment, two_views=cfg.two_views)

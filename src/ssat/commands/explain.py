@@ -10,18 +10,15 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ssat.commands.inference import load_classifier
+from ssat.commands.inference import load_classifier, run_test_data
 from ssat.commands.train import resolve_device
-from ssat.data.prepare import load_for
 from ssat.data.transforms import eval_transform
 from ssat.errors import UserError
 
 
 def test_images(cfg, meta, n: int, dataset: Optional[str], data_root: Optional[str], seed: int = 0):
     """n test images (a seeded choice, the same for every model) as the model's input and as RGB for display."""
-    name = dataset or cfg.dataset
-    data = load_for(cfg, name=name, root=data_root if data_root is not None else
-                    (cfg.data_root if name == cfg.dataset else None))
+    _, data = run_test_data(cfg, dataset, data_root)
     picks = np.random.default_rng(seed).choice(len(data.test), size=min(n, len(data.test)), replace=False)
     transform = eval_transform(cfg, meta["mean"], meta["std"])
     images, labels = zip(*(data.test[int(i)] for i in picks))

@@ -40,6 +40,16 @@ def load_classifier(checkpoint: str, device: torch.device):
     return backbone.to(device).eval(), cfg, data
 
 
+def run_test_data(cfg: Config, dataset: Optional[str] = None, data_root: Optional[str] = None,
+                  download: bool = False, domain: Optional[str] = None):
+    """The data a trained run is evaluated on: its own set and options unless overridden. The run's data root
+    applies only when evaluating on the data set it trained on."""
+    name = dataset or cfg.dataset
+    root = data_root if data_root is not None else (cfg.data_root if name == cfg.dataset else None)
+    data_cfg = dataclasses.replace(cfg, download=download, domain=domain or cfg.domain).validate()
+    return name, load_for(data_cfg, name=name, root=root)
+
+
 def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_root: Optional[str] = None,
                         download: bool = False, batch_size: int = 256, device: str = "auto",
                         workers: int = 0, domain: Optional[str] = None, perturb: Optional[str] = None,
@@ -48,12 +58,7 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_roo
     directory on its own data set records a perturbed result in its summary.json under "perturbed"."""
     dev = resolve_device(device)
     model, cfg, meta = load_classifier(checkpoint, dev)
-    name = dataset or cfg.dataset
-    # The training run's data root applies only when evaluating on the data set it trained on.
-    root = data_root if data_root is not None else (cfg.data_root if name == cfg.dataset else None)
-    # The run's data options (split, channels, ...) apply; --domain may pick another DomainNet domain.
-    data_cfg = dataclasses.replace(cfg, download=download, domain=domain or cfg.domain).validate()
-    data = load_for(data_cfg, name=name, root=root)
+    name, data = run_test_data(cfg, dataset, data_root, download, domain)
     if data.num_classes != len(meta["classes"]):
         raise UserError(f"wrong class count: the checkpoint predicts {len(meta['classes'])} classes but {name} has "
                         f"{data.num_classes}; evaluate on a data set with the classes it was trained on")

@@ -75,16 +75,11 @@ def points(spec: dict) -> list[tuple[str, dict]]:
 def _perturbed(folder: Path, specs: list[str]) -> None:
     """Evaluate a finished run on perturbed test sets; results land in its summary.json."""
     from ssat.commands.inference import evaluate_checkpoint
+    from ssat.data.perturb import name_of
     done = json.loads((folder / "summary.json").read_text()).get("perturbed", {})
     for spec in specs:
-        from ssat.data.perturb import name_of
         if name_of(spec) not in done:
-            evaluate_checkpoint(str(folder), perturb=spec, device="cpu" if not _cuda() else "auto")
-
-
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
+            evaluate_checkpoint(str(folder), perturb=spec)
 
 
 def _run_here(folder: Path, options: dict) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath, Mlp, trunc_normal_
 
-from ssat.models.layers import attention
+from ssat.models.layers import attention, pooled_features
 from ssat.models.registry import register_model
 
 STAGES = [dict(dim=64, depth=1, heads=1, kernel=7), dict(dim=192, depth=2, heads=3, kernel=3),
@@ -154,8 +154,7 @@ class CvTBackbone(nn.Module):
         return self.encoder(x)
 
     def embed(self, x: torch.Tensor, encoder: nn.Module = None) -> torch.Tensor:
-        enc = encoder if encoder is not None else self.encoder
-        return enc.forward_head(enc.forward_features(x), pre_logits=True)
+        return pooled_features(encoder if encoder is not None else self.encoder, x)
 
     def forward_with_mask_token(self, x: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
         """mask (B, h, w) over the first stage's token grid -> final feature map (B, C, H', W')."""

@@ -11,6 +11,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from ssat.models.layers import pooled_features
 from ssat.models.registry import register_model
 
 
@@ -31,8 +32,7 @@ class TimmBackbone(nn.Module):
         return self.encoder(x)
 
     def embed(self, x: torch.Tensor, encoder: nn.Module = None) -> torch.Tensor:
-        enc = encoder if encoder is not None else self.encoder
-        return enc.forward_head(enc.forward_features(x), pre_logits=True)
+        return pooled_features(encoder if encoder is not None else self.encoder, x)
 
     def no_weight_decay(self) -> set[str]:
         names = self.encoder.no_weight_decay() if hasattr(self.encoder, "no_weight_decay") else set()

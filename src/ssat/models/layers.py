@@ -58,3 +58,9 @@ def as_float32_conv(conv: nn.Conv2d) -> Float32Conv2d:
                         conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
     new.load_state_dict(conv.state_dict())
     return new.to(conv.weight.device)
+
+
+def pooled_features(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the classifier head reads (class token or pooled map), for any encoder with timm's
+    forward_features / forward_head(pre_logits=True) interface."""
+    return encoder.forward_head(encoder.forward_features(x), pre_logits=True)

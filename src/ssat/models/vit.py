@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from timm.layers import build_sincos2d_pos_embed
 
-from ssat.models.layers import Attention, as_float32_conv
+from ssat.models.layers import Attention, as_float32_conv, pooled_features
 from ssat.models.registry import register_model
 
 
@@ -57,8 +57,7 @@ class ViTBackbone(nn.Module):
     def embed(self, x: torch.Tensor, encoder: nn.Module = None) -> torch.Tensor:
         """The pooled representation the classifier reads (class token, or mean with --global-pool avg), of this
         encoder or of a copy of it (DINO's teacher)."""
-        enc = encoder if encoder is not None else self.encoder
-        return enc.forward_head(enc.forward_features(x), pre_logits=True)
+        return pooled_features(encoder if encoder is not None else self.encoder, x)
 
     def forward_masked(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
         """Encode only the patches in `ids_keep` (B, K) plus the class token -> (B, 1 + K, D).
