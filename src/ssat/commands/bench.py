@@ -82,17 +82,25 @@ class StepTimer:
                 "gflops_per_s": round(self.flops * batch / per_step / 1e9, 1), "warmup_s": round(warmup_s, 2)}
 
 
-def time_steps(cfgs: list[Config], device: torch.device, *, steps: int, warmup: int, classes: int) -> list[dict]:
-    """Median step time per method. Several methods are timed in alternating rounds of a few steps, so a slow
-    spell of a shared machine falls on all of them alike and their ratio stays fair."""
-    timers = [StepTimer(cfg, device, classes) for cfg in cfgs]
+def time_steps(timers: list, *, steps: int, warmup: int) -> tuple[list[dict], list[list[float]]]:
+    """-> (each timer's result with its median step time, each timer's per-round seconds per step).
+
+    Timers (StepTimer, or anything with its run(n) / times / result(warmup_s)) take turns round by round (the
+    order flipped every round), each round about 0.2 s of steps, so that round r of every timer ran at nearly the
+    same time; compare them with `paired_ratio`."""
     warm = [t.run(warmup) * warmup for t in timers]
-    rounds = max(1, min(steps, 5))
-    per_round = [steps // rounds + (i < steps % rounds) for i in range(rounds)]
-    for n in per_round:
-        for t in timers:
+    per_round = max(1, min(steps, round(0.2 / min(w / warmup for w in warm))))  # 1 step on a CPU, more on GPUs
+    for r in range(-(-steps // per_round)):
+        n = min(per_round, steps - r * per_round)
+        for t in (timers if r % 2 == 0 else timers[::-1]):
             t.times.append(t.run(n))
-    return [t.result(w) for t, w in zip(timers, warm)]
+    return [t.result(w) for t, w in zip(timers, warm)], [t.times for t in timers]
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a[r] / b[r]. A slow spell of a shared machine (this project's CPU VMs drift by 30 %)
+    then falls on both sides of the ratios it touches, instead of on whichever method's median it shifts."""
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> float:
@@ -127,7 +135,7 @@ def bench(*, model: str, img: int, patch: int, batch: int, method: str, compare:
               "steps": steps}
     methods = [cfg] + ([Config(**{**cfg.to_dict(), "method": "scratch" if method != "scratch" else "ssat"})]
                        if compare else [])
-    timed = time_steps(methods, device, steps=steps, warmup=warmup, classes=classes)
+    timed, times = time_steps([StepTimer(c, device, classes) for c in methods], steps=steps, warmup=warmup)
     result.update(timed[0])
     if peak:
         result["peak_gflops_per_s"] = round(matmul_peak_gflops(device, amp_dtype), 1)
@@ -135,7 +143,8 @@ def bench(*, model: str, img: int, patch: int, batch: int, method: str, compare:
     if compare:
         result["compare"] = timed[1]
         ssat, scratch = (result, result["compare"]) if method != "scratch" else (result["compare"], result)
-        result["ssat_over_scratch_step_time"] = round(ssat["ms_per_step"] / scratch["ms_per_step"], 3)
+        ssat_times, scratch_times = times if method != "scratch" else times[::-1]
+        result["ssat_over_scratch_step_time"] = round(paired_ratio(ssat_times, scratch_times), 3)
         result["ssat_over_scratch_flops"] = round(ssat["gflop_per_image"] / scratch["gflop_per_image"], 3)
     if data:
         result["loader_images_per_s"] = round(time_loader(cfg, device), 1)
