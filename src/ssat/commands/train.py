@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -194,6 +195,41 @@ def _pretrain_then_finetune(cfg: Config, resume, log, state, world: World, devic
     return summary
 
 
+@dataclass
+class Progress:
+    """How far a run got: what its checkpoint records beside the weights and optimiser state."""
+    epoch: int = 0              # epochs finished
+    best_acc1: float = 0.0
+    best_epoch: int = 0
+    train_time_s: float = 0.0   # training steps only, over all sessions of a resumed run
+    wall_time_s: float = 0.0    # training + evaluation
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> "Progress":
+        return cls(state["epoch"], state["best_acc1"], state["best_epoch"], state["train_time_s"],
+                   state["wall_time_s"])
+
+
+@dataclass
+class Training:
+    """Everything the epoch loop works with, built once by `_train`."""
+    cfg: Config
+    run: RunDir
+    data: DataBundle
+    model: SSATModel                # state is read from here ...
+    step_model: torch.nn.Module     # ... while this runs the step (the model, wrapped for DDP and/or compiled)
+    train_loader: object
+    test_loader: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    updates_per_epoch: int
+    device: torch.device
+    amp_dtype: Optional[torch.dtype]
+    world: World
+    log: Callable[[str], None]
+
+
 def _train(cfg: Config, resume, log, state, world: World, device: torch.device) -> dict:
     amp_dtype, needs_scaler = resolve_precision(cfg.precision, device)
     if cfg.deterministic:
@@ -225,7 +261,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
                                        updates_per_epoch=updates_per_epoch, min_lr=cfg.min_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
 
-    start_epoch, best_acc1, best_epoch, train_time, wall_time = 0, 0.0, 0, 0.0, 0.0
+    progress = Progress()
     if state is not None:
         try:
             model.load_state_dict(state["model"])
@@ -236,14 +272,13 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        start_epoch, best_acc1, best_epoch = state["epoch"], state["best_acc1"], state["best_epoch"]
-        train_time, wall_time = state["train_time_s"], state["wall_time_s"]
-        if start_epoch >= cfg.epochs and run.summary.exists():
+        progress = Progress.from_checkpoint(state)
+        if progress.epoch >= cfg.epochs and run.summary.exists():
             log(f"{run.path} already finished all {cfg.epochs} epochs; raise --epochs to train further")
             return json.loads(run.summary.read_text())
-        log(f"resuming {run.path} after epoch {start_epoch} of {cfg.epochs}")
+        log(f"resuming {run.path} after epoch {progress.epoch} of {cfg.epochs}")
     if world.is_main:
-        run.keep_metrics_before(start_epoch + 1)
+        run.keep_metrics_before(progress.epoch + 1)
 
     # What runs the step: the model itself, wrapped for DDP and/or compiled. State is always read from `model`.
     step_model: torch.nn.Module = model
@@ -272,9 +307,8 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
             torch.cuda.reset_peak_memory_stats(device)
     meter = cost.EnergyMeter(cfg.country, cfg.energy) if world.is_main else None
     try:
-        summary = _epochs(cfg, run, model, step_model, train_loader, test_loader, optimizer, scheduler, scaler,
-                          data, device, amp_dtype, world, start_epoch, best_acc1, best_epoch, train_time, wall_time,
-                          updates_per_epoch, log)
+        summary = _epochs(Training(cfg, run, data, model, step_model, train_loader, test_loader, optimizer,
+                                   scheduler, scaler, updates_per_epoch, device, amp_dtype, world, log), progress)
     finally:
         energy = _add_energy(run, meter.stop()) if meter is not None else None
     if not world.is_main:
@@ -299,59 +333,68 @@ def _add_energy(run: RunDir, session: dict) -> dict:
     return total
 
 
-def _epochs(cfg, run, model, step_model, train_loader, test_loader, optimizer, scheduler, scaler, data, device,
-            amp_dtype, world, start_epoch, best_acc1, best_epoch, train_time, wall_time, updates_per_epoch, log):
-    resumed_train_time = train_time
-    total_updates = cfg.epochs * updates_per_epoch
-    for epoch in range(start_epoch, cfg.epochs):
+def _epochs(t: Training, progress: Progress) -> dict:
+    """Train from `progress` to the last epoch, evaluating and checkpointing after each; -> the run's summary
+    (an empty dict on ranks other than 0)."""
+    cfg, model, world = t.cfg, t.model, t.world
+    start = Progress(**asdict(progress))
+    total_updates = cfg.epochs * t.updates_per_epoch
+    for epoch in range(progress.epoch, cfg.epochs):
         # Re-seed every epoch from (seed, epoch, rank): a resumed epoch draws exactly the same augmentations,
         # shuffles, masks and drop-path as in an uninterrupted run.
         seed_everything(distributed.epoch_seed(cfg.seed, epoch, world.rank))
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        elif isinstance(getattr(train_loader, "sampler", None), DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
+        if hasattr(t.train_loader, "set_epoch"):
+            t.train_loader.set_epoch(epoch)
+        elif isinstance(getattr(t.train_loader, "sampler", None), DistributedSampler):
+            t.train_loader.sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        tr = engine.train_one_epoch(step_model, train_loader, optimizer, scheduler, scaler, epoch=epoch,
-                                    device=device, amp_dtype=amp_dtype, accum_steps=cfg.accum_steps,
+        tr = engine.train_one_epoch(t.step_model, t.train_loader, t.optimizer, t.scheduler, t.scaler, epoch=epoch,
+                                    device=t.device, amp_dtype=t.amp_dtype, accum_steps=cfg.accum_steps,
                                     clip_grad=cfg.clip_grad, world=world,
                                     progress=not cfg.quiet and world.is_main and sys.stderr.isatty(),
                                     after_step=lambda update: model.after_step(update / total_updates))
         t1 = time.perf_counter()
         # Pre-training has no classifier to evaluate (the head is untrained); its product is the encoder.
-        ev = engine.evaluate(model.backbone, test_loader, device=device, amp_dtype=amp_dtype, world=world) \
+        ev = engine.evaluate(model.backbone, t.test_loader, device=t.device, amp_dtype=t.amp_dtype, world=world) \
             if model.primary else {"acc1": None, "acc5": None, "loss": None}
         epoch_time = time.perf_counter() - t0
-        train_time, wall_time = train_time + (t1 - t0), wall_time + epoch_time
-        if ev["acc1"] is not None and ev["acc1"] > best_acc1:
-            best_acc1, best_epoch = ev["acc1"], epoch + 1
+        progress.epoch = epoch + 1
+        progress.train_time_s += t1 - t0
+        progress.wall_time_s += epoch_time
+        if ev["acc1"] is not None and ev["acc1"] > progress.best_acc1:
+            progress.best_acc1, progress.best_epoch = ev["acc1"], epoch + 1
         row = {"epoch": epoch + 1, "lr": tr["lr"], "loss": tr["loss"], "loss_primary": tr.get("loss_primary"),
                "loss_aux": tr.get("loss_aux"), "train_acc1": tr.get("acc1"), "train_acc5": tr.get("acc5"),
                "val_loss": ev["loss"], "val_acc1": ev["acc1"], "val_acc5": ev["acc5"],
                "epoch_time_s": round(epoch_time, 3)}
         distributed.assert_in_sync(world, model)
         if world.is_main:
-            run.append_metrics(row)
-            save_checkpoint(run.checkpoint, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                "rng": rng_state(), "config": cfg.to_dict(), "data": data_meta(data), "best_acc1": best_acc1,
-                "best_epoch": best_epoch, "train_time_s": train_time, "wall_time_s": wall_time,
-                "world_size": world.size})
+            t.run.append_metrics(row)
+            save_checkpoint(t.run.checkpoint, {
+                "model": model.state_dict(), "optimizer": t.optimizer.state_dict(),
+                "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(), **asdict(progress),
+                "rng": rng_state(), "config": cfg.to_dict(), "data": data_meta(t.data), "world_size": world.size})
         world.barrier()  # no rank runs ahead of the checkpoint it would resume from
         parts = f" (primary {tr['loss_primary']:.4f}, aux {tr['loss_aux']:.4f})" if "loss_aux" in tr and \
             "loss_primary" in tr else ""
         accuracy = f"  train acc {tr['acc1']:.1f}  val acc1 {ev['acc1']:.2f} acc5 {ev['acc5']:.2f}" \
             if model.primary else ""
-        log(f"epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}{parts}{accuracy}  {epoch_time:.1f}s")
+        t.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}{parts}{accuracy}  {epoch_time:.1f}s")
 
     if not world.is_main:
         return {}
-    last = run.read_metrics()[-1]
-    save_weights(run.weights, model.backbone.encoder.state_dict(),
-                 {"config": cfg.to_dict(), "data": data_meta(data),
+    save_weights(t.run.weights, model.backbone.encoder.state_dict(),
+                 {"config": cfg.to_dict(), "data": data_meta(t.data),
                   "timm": {"name": model.backbone.timm_name, **model.backbone.timm_kwargs}})
-    summary = {
+    return _summary(t, start, progress)
+
+
+def _summary(t: Training, start: Progress, end: Progress) -> dict:
+    """The run's summary.json (before costs are added); `start` is where this session began (a resumed run)."""
+    cfg, world, loader = t.cfg, t.world, t.train_loader
+    last = t.run.read_metrics()[-1]
+    primary = t.model.primary
+    return {
         "method": cfg.method, "aux": cfg.aux if METHODS[cfg.method][1] else None, "model": cfg.model,
         "dataset": cfg.dataset, "fraction": cfg.fraction, "per_class": cfg.per_class, "epochs": cfg.epochs,
         "seed": cfg.seed,
@@ -359,14 +402,13 @@ def _epochs(cfg, run, model, step_model, train_loader, test_loader, optimizer, s
         "mask_ratio": cfg.mask_ratio if METHODS[cfg.method][1] and cfg.aux == "mae" else None,
         "init": cfg.init, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
         "test_acc1": last["val_acc1"], "test_acc5": last["val_acc5"], "test_loss": last["val_loss"],
-        "best_acc1": best_acc1 if model.primary else None, "best_epoch": best_epoch if model.primary else None,
-        "train_time_s": round(train_time, 2), "wall_time_s": round(wall_time, 2),
-        "train_images_per_s": round(epoch_images(train_loader) * world.size * (cfg.epochs - start_epoch)
-                                    / max(1e-9, train_time - resumed_train_time), 1),
-        "n_train": len(train_loader.images) if isinstance(train_loader, MemoryLoader) else len(train_loader.dataset),
-        "n_test": len(data.test), "images_seen": epoch_images(train_loader) * world.size * cfg.epochs,
-        "device": str(device), "world_size": world.size,
-        "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", "compiled": cfg.compile,
+        "best_acc1": end.best_acc1 if primary else None, "best_epoch": end.best_epoch if primary else None,
+        "train_time_s": round(end.train_time_s, 2), "wall_time_s": round(end.wall_time_s, 2),
+        "train_images_per_s": round(epoch_images(loader) * world.size * (end.epoch - start.epoch)
+                                    / max(1e-9, end.train_time_s - start.train_time_s), 1),
+        "n_train": len(loader.images) if isinstance(loader, MemoryLoader) else len(loader.dataset),
+        "n_test": len(t.data.test), "images_seen": epoch_images(loader) * world.size * cfg.epochs,
+        "device": str(t.device), "world_size": world.size,
+        "precision": str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32", "compiled": cfg.compile,
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
     }
-    return summary
