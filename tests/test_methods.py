@@ -56,6 +56,20 @@ def test_lambda_weights_primary_and_aux(tiny_cfg, aux):
     torch.testing.assert_close(out.loss.detach(), expected)
 
 
+@pytest.mark.parametrize("aux", ["simclr", "dino"])
+def test_primary_view_goes_through_the_encoder_once_and_the_loss_is_unchanged(tiny_cfg, aux):
+    model = _model(tiny_cfg, aux=aux, lam=0.3)  # drop_path 0: a second pass would give the same features
+    x, y, x2 = _batch()
+    passes = []
+    model.backbone.encoder.patch_embed.register_forward_hook(lambda *a: passes.append(1))
+    out = model(x, y, x2)
+    assert len(passes) == 2  # the primary view (classification and the task's embedding) and the second view
+    separate = 0.3 * torch.nn.functional.cross_entropy(model.backbone(x), y, label_smoothing=0.1) \
+        + 0.7 * model.aux.loss(model.backbone, x2, x)[0]  # the task embeds the primary view itself
+    assert len(passes) == 2 + 3
+    torch.testing.assert_close(out.loss, separate)
+
+
 def test_simclr_loss_is_lowest_when_the_views_coincide():
     torch.manual_seed(0)
     z = torch.randn(32, 16)

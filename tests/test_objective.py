@@ -91,8 +91,8 @@ def test_second_view_goes_to_the_auxiliary_stream(tiny_cfg):
     model = _model(tiny_cfg)
     received = []
     original = model.aux.loss
-    model.aux.loss = lambda backbone, images, other: (received.append((images, other)),
-                                                      original(backbone, images, other))[1]
+    model.aux.loss = lambda backbone, images, other, features=None: (received.append((images, other)),
+                                                                    original(backbone, images, other))[1]
     x, y = _batch()
     view2 = x.flip(-1)
     model(x, y, view2)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ssat.auxtasks import build_aux
 from ssat.errors import UserError
 from ssat.models import build_backbone
+from ssat.models.layers import logits_and_features
 
 # method name -> (primary classification stream?, auxiliary stream?)
 METHODS = {"scratch": (True, False), "ssat": (True, True), "sslft": (True, False), "pretrain": (False, True)}
@@ -47,11 +48,16 @@ class SSATModel(nn.Module):
         if not self.primary:
             loss_aux, aux_parts = self.aux.loss(self.backbone, aux_input, other_view)
             return StepOutput(loss_aux, None, {"loss_aux": loss_aux.detach(), **aux_parts})
-        logits = self.backbone(images)
+        features = None
+        if self.aux is not None and self.aux.embeds_other_view and other_view is not None:
+            # The task embeds the primary view too: one encoder pass serves both (drop-path draws once).
+            logits, features = logits_and_features(self.backbone.encoder, images)
+        else:
+            logits = self.backbone(images)
         loss_primary = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
         if self.aux is None:
             return StepOutput(loss_primary, logits, {"loss_primary": loss_primary.detach()})
-        loss_aux, aux_parts = self.aux.loss(self.backbone, aux_input, other_view)
+        loss_aux, aux_parts = self.aux.loss(self.backbone, aux_input, other_view, features)
         loss = self.lam * loss_primary + (1.0 - self.lam) * loss_aux
         parts = {"loss_primary": loss_primary.detach(), "loss_aux": loss_aux.detach(), **aux_parts}
         return StepOutput(loss, logits, parts)

@@ -39,6 +39,8 @@ def dino_loss(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor
 
 
 class DINOTask(AuxTask):
+    embeds_other_view = True
+
     def __init__(self, backbone: nn.Module, out: int = 1024, student_temp: float = 0.1, teacher_temp: float = 0.04,
                  momentum: float = 0.996, center_momentum: float = 0.9):
         super().__init__()
@@ -57,11 +59,13 @@ class DINOTask(AuxTask):
         self.teacher_encoder.eval()  # no drop-path in the teacher
         return self
 
-    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None):
+    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None, other_features=None):
         if other_view is None:
             raise UserError("--aux dino needs two views of every image; the data path did not give them")
         views = (images, other_view)
-        student = [self.head(backbone.embed(v)) for v in views]
+        if other_features is None:
+            other_features = backbone.embed(other_view)
+        student = [self.head(backbone.embed(images)), self.head(other_features)]
         with torch.no_grad():
             teacher = [self.teacher_head(backbone.embed(v, encoder=self.teacher_encoder)) for v in views]
         # Each student view learns from the teacher's *other* view.

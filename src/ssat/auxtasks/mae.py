@@ -61,7 +61,7 @@ class MAETask(AuxTask):
         self.decoder = MAEDecoder(backbone.embed_dim, backbone.grid_size,
                                   backbone.patch_size ** 2 * backbone.in_chans, dim, depth, heads)
 
-    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None):
+    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None, other_features=None):
         ids_keep, mask, ids_restore = random_masking(images.shape[0], backbone.num_patches, self.mask_ratio,
                                                      images.device)
         latent = backbone.forward_masked(images, ids_keep)

@@ -2,11 +2,13 @@
 heads) and computes its loss through the *shared* backbone:
 
     task = build_aux("mae", backbone, cfg)
-    loss, parts = task.loss(backbone, images, other_view)   # scalar, {"name": scalar tensor, ...}
+    loss, parts = task.loss(backbone, images, other_view, other_features)  # scalar, {"name": scalar tensor}
 
 `images` is the auxiliary stream's input; `other_view` is a second augmentation of the same images (the primary
 stream's view), which contrastive / self-distillation tasks (SimCLR, DINO) compare against. Tasks registered with
-`views=2` get two independent views from the data path. A new task is one file with a `@register_aux("name")`
+`views=2` get two independent views from the data path. Tasks that set `embeds_other_view` get `other_features`,
+the pooled embedding of `other_view` from the primary stream's own pass, when there is one (SSAT; not when
+pre-training), instead of encoding that view a second time. A new task is one file with a `@register_aux("name")`
 builder; the engine never changes. Tasks that keep state outside the optimiser (DINO's EMA teacher) update it in
 `after_step`, which the engine calls after every optimizer step."""
 
@@ -23,8 +25,10 @@ from ssat.errors import UserError
 class AuxTask(nn.Module):
     """Interface of every auxiliary task."""
 
-    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view: Optional[torch.Tensor] = None
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    embeds_other_view = False  # True: the loss reads backbone.embed(other_view); the primary pass can supply it
+
+    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view: Optional[torch.Tensor] = None,
+             other_features: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     @torch.no_grad()

@@ -33,15 +33,19 @@ class ProjectionHead(nn.Sequential):
 
 
 class SimCLRTask(AuxTask):
+    embeds_other_view = True
+
     def __init__(self, backbone: nn.Module, temperature: float = 0.5, hidden: int = 512, out: int = 128):
         super().__init__()
         self.temperature = temperature
         self.head = ProjectionHead(backbone.num_features, hidden, out)
 
-    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None):
+    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None, other_features=None):
         if other_view is None:
             raise UserError("--aux simclr needs two views of every image; the data path did not give them")
-        z1, z2 = self.head(backbone.embed(images)), self.head(backbone.embed(other_view))
+        if other_features is None:
+            other_features = backbone.embed(other_view)
+        z1, z2 = self.head(backbone.embed(images)), self.head(other_features)
         loss = nt_xent(z1, z2, self.temperature)
         return loss, {"loss_simclr": loss.detach()}
 

@@ -45,7 +45,7 @@ class SimMIMTask(AuxTask):
         order = torch.rand(batch, n, device=device).argsort(dim=1).argsort(dim=1)  # rank of each unit
         return (order >= keep).float().view(batch, self.units, self.units)
 
-    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None):
+    def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None, other_features=None):
         units = self.random_unit_mask(images.shape[0], images.device)
         stem_mask = units.repeat_interleave(self.scale, 1).repeat_interleave(self.scale, 2)
         features = backbone.forward_with_mask_token(images, stem_mask, self.mask_token)

@@ -60,6 +60,13 @@ def as_float32_conv(conv: nn.Conv2d) -> Float32Conv2d:
     return new.to(conv.weight.device)
 
 
+def logits_and_features(encoder: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One encoder pass -> (logits, pooled features): the classifier's output and what it read. For auxiliary
+    tasks that embed the primary view too (SimCLR, DINO), so that view goes through the encoder once."""
+    tokens = encoder.forward_features(x)
+    return encoder.forward_head(tokens), encoder.forward_head(tokens, pre_logits=True)
+
+
 def pooled_features(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What the classifier head reads (class token or pooled map), for any encoder with timm's
     forward_features / forward_head(pre_logits=True) interface."""
