@@ -88,8 +88,9 @@ def time_steps(timers: list, *, steps: int, warmup: int) -> tuple[list[dict], li
     Timers (StepTimer, or anything with its run(n) / times / result(warmup_s)) take turns round by round (the
     order flipped every round), each round about 0.2 s of steps, so that round r of every timer ran at nearly the
     same time; compare them with `paired_ratio`."""
-    warm = [t.run(warmup) * warmup for t in timers]
-    per_round = max(1, min(steps, round(0.2 / min(w / warmup for w in warm))))  # 1 step on a CPU, more on GPUs
+    warm = [t.run(warmup) * warmup for t in timers]  # includes compiling, with --compile
+    step_s = min(t.run(1) for t in timers)
+    per_round = max(1, min(steps, round(0.2 / step_s)))  # 1 step on a CPU, more on GPUs
     for r in range(-(-steps // per_round)):
         n = min(per_round, steps - r * per_round)
         for t in (timers if r % 2 == 0 else timers[::-1]):
