@@ -6,7 +6,8 @@ from ssat.config import Config
 
 # energy=False: codecarbon's start/stop costs ~1 s per run; one test measures it for real (test_train.py).
 TINY = dict(model="vit_test", decoder_dim=16, decoder_depth=1, decoder_heads=2, batch_size=64, epochs=1,
-            warmup_epochs=0, quiet=True, deterministic=True, device="cpu", energy=False)
+            warmup_epochs=0, quiet=True, deterministic=True, device="cpu", energy=False,
+            precision="fp32")  # explicit: exact comparisons need fp32 whatever 'auto' picks
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ ENTRY = str(Path(__file__).parent / "ddp_entry.py")
 # No randomness that differs between one process and two: no augmentation, no drop-path, scratch (no masks).
 EXACT = ["--model", "vit_test", "--method", "scratch", "--crop", "none", "--no-hflip", "--rand-augment", "none",
          "--reprob", "0", "--drop-path", "0", "--warmup-epochs", "0", "--epochs", "2", "--fraction", "0.25",
-         "--device", "cpu", "--quiet", "--blr", "5e-3", "--loader", "memory", "--no-energy"]
+         "--device", "cpu", "--precision", "fp32", "--quiet", "--blr", "5e-3", "--loader", "memory", "--no-energy"]
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from ssat import engine
 from ssat.cli import main
+from ssat.commands.train import resolve_precision
 from ssat.data import load_dataset
 
 
@@ -147,6 +148,14 @@ def test_precision_bf16_on_cpu_trains(tmp_path, tiny_flags):
     out = train(tmp_path, tiny_flags, "--precision", "bf16", "--fraction", "0.2", "--no-deterministic")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["precision"] == "bfloat16" and np.isfinite(summary["test_acc1"])
+
+
+@pytest.mark.parametrize("native_bf16, expected", [(True, (torch.bfloat16, False)), (False, (torch.float16, True))])
+def test_auto_precision(monkeypatch, native_bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native_bf16)
+    assert resolve_precision("auto", torch.device("cuda")) == expected  # pre-Ampere GPUs get fp16 + GradScaler
+    assert resolve_precision("auto", torch.device("cpu")) == (None, False)  # CPU: fp32 (see resolve_precision)
+    assert resolve_precision("bf16", torch.device("cpu")) == (torch.bfloat16, False)  # an explicit choice wins
 
 
 def test_predict_on_grayscale_model_accepts_rgb_files(tmp_path, tiny_flags, capsys):

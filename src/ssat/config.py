@@ -114,8 +114,8 @@ class Config:
     seed: int = opt(0, "random seed (model init, augmentation, masking)", "run")
     deterministic: bool = opt(False, "deterministic algorithms (bit-identical reruns and resumes on CPU)", "run")
     device: str = opt("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'", "run")
-    precision: str = opt("auto", "'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32', 'bf16' or 'fp16' "
-                                 "(fp16 autocast + GradScaler, as the reference)", "run",
+    precision: str = opt("auto", "'auto' (bf16 autocast on GPUs from Ampere on, fp16 on older GPUs, fp32 on "
+                                 "CPUs), 'fp32', 'bf16' or 'fp16' (fp16 autocast + GradScaler, as the reference)", "run",
                          choices="auto,fp32,bf16,fp16")
     country: str = opt("USA", "ISO 3166 alpha-3 code of the electricity grid, for CO2 from codecarbon (offline: "
                               "no network call)", "run")
