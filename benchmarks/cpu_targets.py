@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import timm
@@ -53,7 +54,7 @@ class PlainTimmTimer:
         return (time.perf_counter() - t0) / n
 
     def result(self, warmup_s: float) -> dict:
-        per_step = sorted(self.times)[len(self.times) // 2]
+        per_step = statistics.median(self.times)
         return {"method": "plain timm scratch", "images_per_s": round(self.batch / per_step, 1),
                 "ms_per_step": round(per_step * 1000, 1)}
 
@@ -72,19 +73,19 @@ def main() -> None:
     results, times = time_steps(timers, steps=args.steps, warmup=args.warmup)
     for (m, p), r in zip([("plain timm scratch", "fp32")] + settings, results):
         print(json.dumps({**r, "method": m, "precision": p}))
+    at = {setting: i + 1 for i, setting in enumerate(settings)}  # index into results / times
     timm_speed = results[0]["images_per_s"]
-    ssat = {p: results[1 + 2 * i]["images_per_s"] for i, p in enumerate(("fp32", "bf16"))}
-    # Reference speed now = 42/63 of the plain timm step now; relative speed from paired rounds.
-    speedup = {p: paired_ratio(times[0], times[1 + 2 * i]) * REFERENCE_TIMM_FP32 / REFERENCE_SSAT_FP32
-               for i, p in enumerate(("fp32", "bf16"))}
-    ratio = {p: paired_ratio(times[1 + 2 * i], times[2 + 2 * i]) for i, p in enumerate(("fp32", "bf16"))}
-    print(json.dumps({
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "plain_timm_fp32_images_per_s": timm_speed,
-        "reference_ssat_images_per_s_now": round(timm_speed * REFERENCE_SSAT_FP32 / REFERENCE_TIMM_FP32, 1),
-        **{f"ssat_{p}_images_per_s": ssat[p] for p in ssat},
-        **{f"ssat_{p}_speedup_over_reference": round(speedup[p], 2) for p in speedup},
-        **{f"ssat_over_scratch_{p}": round(ratio[p], 3) for p in ratio},
-    }))
+    summary = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+               "plain_timm_fp32_images_per_s": timm_speed,
+               "reference_ssat_images_per_s_now": round(timm_speed * REFERENCE_SSAT_FP32 / REFERENCE_TIMM_FP32, 1)}
+    for p in ("fp32", "bf16"):
+        ssat, scratch = at[("ssat", p)], at[("scratch", p)]
+        summary[f"ssat_{p}_images_per_s"] = results[ssat]["images_per_s"]
+        # The reference's speed now = 42/63 of the plain timm step now; how much faster, from paired rounds.
+        summary[f"ssat_{p}_speedup_over_reference"] = round(
+            paired_ratio(times[0], times[ssat]) * REFERENCE_TIMM_FP32 / REFERENCE_SSAT_FP32, 2)
+        summary[f"ssat_over_scratch_{p}"] = round(paired_ratio(times[ssat], times[scratch]), 3)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
