@@ -34,6 +34,17 @@ def test_cpu_autocast_keeps_the_attention_core_in_fp32():
     torch.testing.assert_close(out.float(), exact, atol=1e-2, rtol=0)  # only the output's rounding to bf16
 
 
+def test_attention_module_runs_in_fp32_under_cpu_autocast():
+    torch.manual_seed(0)
+    attn = layers.Attention(32, num_heads=4, qkv_bias=True)
+    x = torch.randn(3, 7, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = attn(x.bfloat16())  # what the residual stream may hand it
+        mlp = torch.nn.functional.linear(x, attn.proj.weight)  # other layers stay bf16
+    assert mixed.dtype == torch.float32 and mlp.dtype == torch.bfloat16
+    torch.testing.assert_close(mixed, attn(x.bfloat16().float()))  # projections included: exactly fp32
+
+
 def test_every_attention_of_encoder_and_decoder_goes_through_sdpa(tiny_cfg, monkeypatch):
     model = build_model(tiny_cfg(img_size=8, patch_size=2), num_classes=10, in_chans=1)
     calls = []

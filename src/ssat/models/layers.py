@@ -16,8 +16,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
 
     On this project's CPUs PyTorch's SDPA kernels are 4-10x slower in bf16 than in fp32 (ViT-T block, batch 128,
     65 tokens: 84 vs 18 ms forward+backward; MAE decoder, 16 heads of 8 dims: 334 vs 33 ms), while bf16 matmuls are
-    2x faster. So under CPU autocast the projections stay bf16 and only the attention core is upcast. On CUDA the
-    flash kernels want bf16: nothing changes there."""
+    2x faster. So under CPU autocast the core is upcast (the `Attention` module below goes further and runs its
+    projections in fp32 too; CvT's convolutional projections stay bf16). On CUDA the flash kernels want bf16:
+    nothing changes there."""
     if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         with torch.autocast("cpu", enabled=False):  # CPU autocast would cast SDPA's inputs back to bf16
             out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
@@ -28,9 +29,20 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
 
 class Attention(TimmAttention):
     """timm's `Attention` (same parameters and names, so weights load into plain timm models), with the attention
-    core always on `scaled_dot_product_attention` through `attention` above."""
+    core always on `scaled_dot_product_attention` through `attention` above.
+
+    Under CPU autocast the whole module runs in fp32, projections included (the MLPs stay bf16). The core has to
+    be fp32 there anyway; with bf16 projections, scratch ViT-T on the digits demo stalled at chance for half its
+    epochs in 2 of 5 seeds (seeds 3/4: 40.28/53.89 % vs fp32 66.67/85.83), with fp32 ones it did not (78.06/87.22),
+    and the step was no slower (README, "bf16 and accuracy")."""
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False):
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return self._forward(x.float(), attn_mask, is_causal)
+        return self._forward(x, attn_mask, is_causal)
+
+    def _forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor], is_causal: bool) -> torch.Tensor:
         if is_causal or self.gate is not None:
             return super().forward(x, attn_mask, is_causal)
         b, n, _ = x.shape
