@@ -33,8 +33,8 @@ class Attention(TimmAttention):
 
     Under CPU autocast the whole module runs in fp32, projections included (the MLPs stay bf16). The core has to
     be fp32 there anyway; with bf16 projections, scratch ViT-T on the digits demo stalled at chance for half its
-    epochs in 2 of 5 seeds (seeds 3/4: 40.28/53.89 % vs fp32 66.67/85.83), with fp32 ones it did not (78.06/87.22),
-    and the step was no slower (README, "bf16 and accuracy")."""
+    epochs in 2 of 5 seeds (seeds 3/4: 40.28/53.89 % vs fp32 66.67/85.83), with fp32 ones it did not (78.06/87.22).
+    The price: at 32 px / 65 tokens the bf16 step lost about a third of its speed (README, "bf16 and accuracy")."""
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False):
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
