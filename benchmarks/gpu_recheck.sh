@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A short GPU call: the host-sync test after its fix, and the digits bf16-vs-fp32 comparison (3 seeds) with the
-# fp32 patch embedding (models/layers.py: Float32Conv2d), which changed the initial weights of every seed.
+# A short GPU call: the host-sync test after its fix, and the digits bf16-vs-fp32 comparison (3 seeds) on the
+# demo config (now with the reference's 5 warm-up epochs; the fp32 patch embedding, models/layers.Float32Conv2d).
 set -u
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
