@@ -34,15 +34,16 @@ def test_cpu_autocast_keeps_the_attention_core_in_fp32():
     torch.testing.assert_close(out.float(), exact, atol=1e-2, rtol=0)  # only the output's rounding to bf16
 
 
-def test_attention_module_runs_in_fp32_under_cpu_autocast():
+def test_attention_projections_follow_cpu_autocast():
+    # Only the core is upcast (above); qkv and proj are bf16 matmuls like the MLPs. An fp32 module cost about a
+    # third of the bf16 step at 32 px, and the digits stalls it was meant to stop came from a too-short warm-up.
     torch.manual_seed(0)
     attn = layers.Attention(32, num_heads=4, qkv_bias=True)
     x = torch.randn(3, 7, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = attn(x.bfloat16())  # what the residual stream may hand it
-        mlp = torch.nn.functional.linear(x, attn.proj.weight)  # other layers stay bf16
-    assert mixed.dtype == torch.float32 and mlp.dtype == torch.bfloat16
-    torch.testing.assert_close(mixed, attn(x.bfloat16().float()))  # projections included: exactly fp32
+        mixed = attn(x)
+    assert mixed.dtype == torch.bfloat16
+    torch.testing.assert_close(mixed.float(), attn(x), atol=3e-2, rtol=0)
 
 
 def test_every_attention_of_encoder_and_decoder_goes_through_sdpa(tiny_cfg, monkeypatch):

@@ -16,9 +16,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
 
     On this project's CPUs PyTorch's SDPA kernels are 4-10x slower in bf16 than in fp32 (ViT-T block, batch 128,
     65 tokens: 84 vs 18 ms forward+backward; MAE decoder, 16 heads of 8 dims: 334 vs 33 ms), while bf16 matmuls are
-    2x faster. So under CPU autocast the core is upcast (the `Attention` module below goes further and runs its
-    projections in fp32 too; CvT's convolutional projections stay bf16). On CUDA the flash kernels want bf16:
-    nothing changes there."""
+    2x faster. So under CPU autocast the core is upcast; the projections around it stay bf16. On CUDA the flash
+    kernels want bf16: nothing changes there."""
     if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         with torch.autocast("cpu", enabled=False):  # CPU autocast would cast SDPA's inputs back to bf16
             out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
@@ -29,20 +28,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
 
 class Attention(TimmAttention):
     """timm's `Attention` (same parameters and names, so weights load into plain timm models), with the attention
-    core always on `scaled_dot_product_attention` through `attention` above.
-
-    Under CPU autocast the whole module runs in fp32, projections included (the MLPs stay bf16). The core has to
-    be fp32 there anyway; with bf16 projections, scratch ViT-T on the digits demo stalled at chance for half its
-    epochs in 2 of 5 seeds (seeds 3/4: 40.28/53.89 % vs fp32 66.67/85.83), with fp32 ones it did not (78.06/87.22).
-    The price: at 32 px / 65 tokens the bf16 step lost about a third of its speed (README, "bf16 and accuracy")."""
+    core always on `scaled_dot_product_attention` through `attention` above."""
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False):
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            with torch.autocast("cpu", enabled=False):
-                return self._forward(x.float(), attn_mask, is_causal)
-        return self._forward(x, attn_mask, is_causal)
-
-    def _forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor], is_causal: bool) -> torch.Tensor:
         if is_causal or self.gate is not None:
             return super().forward(x, attn_mask, is_causal)
         b, n, _ = x.shape
@@ -56,9 +44,9 @@ class Attention(TimmAttention):
 class Float32Conv2d(nn.Conv2d):
     """A Conv2d that always runs in fp32, also under autocast (same parameters and names as nn.Conv2d).
 
-    Used for the ViT patch embedding. Scratch ViT-T on the digits demo config, CPU, bf16 autocast vs fp32: seed 0
-    85.56 vs 88.06 %, seed 1 86.11 vs 86.94; with only this layer kept in fp32: 88.61 and 86.39, at the same speed
-    (the layer is tiny). It does not make bf16 safe everywhere: seeds 3 and 4 still stall (README)."""
+    Used for the ViT patch embedding. Scratch ViT-T on the digits demo config (then with 2 warm-up epochs), CPU,
+    bf16 autocast vs fp32: seed 0 85.56 vs 88.06 %, seed 1 86.11 vs 86.94; with only this layer kept in fp32: 88.61
+    and 86.39, at the same speed (the layer is tiny)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
