@@ -49,9 +49,9 @@ def resolve_precision(name: str, device: torch.device) -> tuple[Optional[torch.d
     """-> (autocast dtype or None for fp32, whether a GradScaler is needed).
 
     'auto' is bf16 autocast on GPUs that do bf16 in hardware (Ampere on), fp16 + GradScaler (the reference's) on
-    older ones, and fp32 on CPUs: CPU bf16 is 1.4-1.8x faster here and, since the attention runs in fp32, matched fp32
-    over 5 seeds of the digits demo, but that is too little evidence to change a default (README, "bf16 and
-    accuracy")."""
+    older ones, and fp32 on CPUs: CPU bf16 is 1.4-2x faster here and matched fp32 over 5 seeds of the digits demo
+    (with its 5 warm-up epochs; with 2 it stalled more often than fp32), but that is too little evidence to change a
+    default (README, "bf16 and accuracy")."""
     if name == "auto":
         if device.type == "cuda":
             name = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
