@@ -25,8 +25,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(nproc: int, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def torchrun(nproc: int, args: list[str], tmp_path: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra_env}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr",
            "127.0.0.1", "--master-port", str(free_port()), ENTRY, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
@@ -53,6 +53,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs):
     s2 = json.loads((tmp / "two" / "summary.json").read_text())
     s1 = json.loads((tmp / "one" / "summary.json").read_text())
     assert s2["world_size"] == 2 and s1["world_size"] == 1
+    assert s2["distributed_backend"] == "gloo" and s1["distributed_backend"] is None
     assert s2["batch_size"] == s1["batch_size"] == 32 and s2["lr"] == s1["lr"]  # lr follows the global batch
     assert s2["n_train"] == s1["n_train"]
     w2, w1 = load_file(tmp / "two" / "model.safetensors"), load_file(tmp / "one" / "model.safetensors")
@@ -91,3 +92,27 @@ def test_pretraining_runs_under_ddp(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert summary["method"] == "pretrain" and summary["aux"] == "dino" and summary["world_size"] == 2
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_the_ddp_path_with_one_rank_matches_a_plain_run_and_resumes(device, tmp_path):
+    """One GPU cannot host two NCCL ranks, so on a GPU the NCCL path (process group, DDP wrapper, distributed
+    sampler, all-reduced metrics, rank-0 checkpoints, resume) is checked with one rank; on CPU it runs on gloo.
+    Both runs stop after epoch 1 and are resumed to 2 (--epochs also sets the lr schedule's length)."""
+    fixed = {"cpu": device, "scratch": "ssat"}  # SSAT: rank 0 draws the masks a single process draws
+    epochs = EXACT.index("--epochs")
+    args = ["train", *[fixed.get(a, a) for a in EXACT[:epochs] + EXACT[epochs + 2:]], "--decoder-dim", "16",
+            "--decoder-depth", "1", "--decoder-heads", "2", "--batch-size", "32", "--deterministic", "--epochs"]
+    for name, launch in (("ddp", lambda a: torchrun(1, a, tmp_path, SSAT_TEST_ONE_RANK_DDP="1")),
+                         ("plain", lambda a: single(a, tmp_path))):
+        for step in ([*args, "1", "--out", str(tmp_path / name)], ["train", "--resume", str(tmp_path / name),
+                                                                  "--epochs", "2"]):
+            done = launch(step)
+            assert done.returncode == 0, done.stderr[-3000:]
+    s_ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert s_ddp["distributed_backend"] == {"cpu": "gloo", "cuda": "nccl"}[device] and s_ddp["epochs"] == 2
+    w_ddp, w_plain = (load_file(tmp_path / name / "model.safetensors") for name in ("ddp", "plain"))
+    assert w_ddp.keys() == w_plain.keys()
+    for k in w_plain:
+        torch.testing.assert_close(w_ddp[k], w_plain[k], rtol=1e-4, atol=1e-5, msg=k)

@@ -82,6 +82,11 @@ def init(world: World, device_name: str) -> torch.device:
     return device
 
 
+def backend(world: World):
+    """The process group's backend ("nccl", "gloo"), None for a plain single process: recorded in the summary."""
+    return dist.get_backend() if world.distributed and dist.is_initialized() else None
+
+
 def shutdown(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -416,7 +416,7 @@ def _summary(t: Training, start: Progress, end: Progress) -> dict:
                                     / max(1e-9, end.train_time_s - start.train_time_s), 1),
         "n_train": len(loader.images) if isinstance(loader, MemoryLoader) else len(loader.dataset),
         "n_test": len(t.data.test), "images_seen": epoch_images(loader) * world.size * cfg.epochs,
-        "device": str(t.device), "world_size": world.size,
+        "device": str(t.device), "world_size": world.size, "distributed_backend": distributed.backend(world),
         "precision": str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32", "compiled": cfg.compile,
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
     }
