@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Optional
 from datetime import timedelta
 
 import torch
@@ -82,7 +83,7 @@ def init(world: World, device_name: str) -> torch.device:
     return device
 
 
-def backend(world: World):
+def backend(world: World) -> Optional[str]:
     """The process group's backend ("nccl", "gloo"), None for a plain single process: recorded in the summary."""
     return dist.get_backend() if world.distributed and dist.is_initialized() else None
 
