@@ -2,6 +2,7 @@
 # A short GPU call for what the CPU cannot check: the CUDA tests (host-sync count, bf16 step) and the NCCL path of
 # DistributedDataParallel (one rank: one GPU cannot host two NCCL ranks), `ssat bench` on the GPU with the paired
 # SSAT/scratch ratio, and the digits demo config in bf16 vs fp32 on seeds 0-2. Output goes to $OUT (or ./gpu-out).
+# About 9 minutes on an H100 (tests 1.5, bench 1, twelve digits runs ~30 s each): give the call timeout_s 600.
 # Needs .whl/ with timm==1.0.31 (`pip download --no-deps --only-binary=:all: -d .whl timm==1.0.31`).
 set -u
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
