@@ -25,7 +25,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from ssat.commands.bench import StepTimer, paired_ratio, time_steps
+from ssat.commands.bench import StepTimer, paired_ratio, paired_ratio_quartiles, time_steps
 from ssat.config import Config
 
 REFERENCE_SSAT_FP32, REFERENCE_TIMM_FP32 = 42.0, 63.0  # img/s, measured together (issue 6)
@@ -85,6 +85,8 @@ def main() -> None:
         summary[f"ssat_{p}_speedup_over_reference"] = round(
             paired_ratio(times[0], times[ssat]) * REFERENCE_TIMM_FP32 / REFERENCE_SSAT_FP32, 2)
         summary[f"ssat_over_scratch_{p}"] = round(paired_ratio(times[ssat], times[scratch]), 3)
+        summary[f"ssat_over_scratch_{p}_quartiles"] = [
+            round(q, 3) for q in paired_ratio_quartiles(times[ssat], times[scratch])]
     print(json.dumps(summary))
 
 

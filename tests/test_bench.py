@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ssat.cli import main
-from ssat.commands.bench import matmul_peak_gflops, paired_ratio
+from ssat.commands.bench import matmul_peak_gflops, paired_ratio, paired_ratio_quartiles
 from ssat.flops import count_flops, inference_flops_per_image, train_flops_per_image
 from ssat.objective import build_model
 
@@ -50,6 +50,8 @@ def test_bench_prints_one_json_line_with_the_comparison(capsys):
     assert r["method"] == "ssat" and r["compare"]["method"] == "scratch"
     assert r["ssat_over_scratch_flops"] > 1
     assert r["ssat_over_scratch_step_time"] > 0
+    q1, q3 = r["ssat_over_scratch_step_time_quartiles"]
+    assert 0 < q1 <= r["ssat_over_scratch_step_time"] <= q3
 
 
 def test_step_time_ratio_is_paired_round_by_round():
@@ -58,6 +60,12 @@ def test_step_time_ratio_is_paired_round_by_round():
     slow_a, slow_b = [1, 1, 1, 3, 3], [0.5, 0.5, 1.5, 1.5, 1.5]
     assert paired_ratio(slow_a, slow_b) == pytest.approx(2.0)
     assert statistics.median(slow_a) / statistics.median(slow_b) == pytest.approx(2 / 3)
+
+
+def test_step_time_ratio_quartiles_show_the_rounds_spread():
+    # Per-round ratios 1, 2, 3, 4, 5: the median is 3, the quartiles 2 and 4.
+    assert paired_ratio_quartiles([1, 2, 3, 4, 5], [1, 1, 1, 1, 1]) == pytest.approx([2, 4])
+    assert paired_ratio_quartiles([3], [2]) == pytest.approx([1.5, 1.5])  # one round: no spread to show
 
 
 def test_matmul_peak_is_measured():

@@ -104,6 +104,16 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b))
 
 
+def paired_ratio_quartiles(a: list[float], b: list[float]) -> list[float]:
+    """[first, third] quartile of the per-round ratios a[r] / b[r]: how far one round's ratio strays from the
+    median, i.e. how much a single short run of the comparison can be trusted."""
+    ratios = [x / y for x, y in zip(a, b)]
+    if len(ratios) < 2:
+        return [ratios[0]] * 2
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return [q1, q3]
+
+
 def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> float:
     """Images/s of the in-memory path's training batches (default augmentation, two views if asked) on `device`."""
     seed_everything(cfg.seed)
@@ -146,6 +156,8 @@ def bench(*, model: str, img: int, patch: int, batch: int, method: str, compare:
         ssat, scratch = (result, result["compare"]) if method != "scratch" else (result["compare"], result)
         ssat_times, scratch_times = times if method != "scratch" else times[::-1]
         result["ssat_over_scratch_step_time"] = round(paired_ratio(ssat_times, scratch_times), 3)
+        result["ssat_over_scratch_step_time_quartiles"] = [
+            round(q, 3) for q in paired_ratio_quartiles(ssat_times, scratch_times)]
         result["ssat_over_scratch_flops"] = round(ssat["gflop_per_image"] / scratch["gflop_per_image"], 3)
     if data:
         result["loader_images_per_s"] = round(time_loader(cfg, device), 1)
