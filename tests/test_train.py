@@ -1,6 +1,7 @@
 """End to end through the CLI entry point on the bundled digits data, with the tiny test ViT."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 from ssat import engine
 from ssat.cli import main
 from ssat.commands.train import resolve_precision
+from ssat.cost import EnergyMeter
 from ssat.data import load_dataset
 
 
@@ -49,6 +51,16 @@ def test_one_epoch_writes_every_run_file(tmp_path, tiny_flags, capsys):
         assert summary["energy_kwh"] > 0 and summary["emissions_kg"] > 0 and "offline, USA" in summary["energy_note"]
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["test_acc1"] == summary["test_acc1"]
+
+
+def test_energy_meter_writes_no_emissions_csv_and_avoids_deprecated_codecarbon_options(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # codecarbon writes emissions.csv to the working directory unless told not to
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = EnergyMeter("USA").stop()
+    assert set(result) == {"energy_kwh", "emissions_kg", "energy_note"}
+    assert list(tmp_path.iterdir()) == []
+    assert not [w for w in caught if "save_to" in str(w.message)]
 
 
 def test_weights_file_is_encoder_and_head_only_and_loads_in_timm(tmp_path, tiny_flags):

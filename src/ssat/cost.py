@@ -63,7 +63,12 @@ class EnergyMeter:
         try:
             from codecarbon import OfflineEmissionsTracker
             logging.getLogger("codecarbon").setLevel(logging.ERROR)
-            self.tracker = OfflineEmissionsTracker(country_iso_code=country, save_to_file=False, log_level="error")
+            # No emissions.csv: the numbers go to summary.json. codecarbon 3.x says so with `output_methods`
+            # (its `save_to_file` is deprecated there); older releases only know `save_to_file`.
+            try:
+                self.tracker = OfflineEmissionsTracker(country_iso_code=country, log_level="error", output_methods=[])
+            except TypeError:
+                self.tracker = OfflineEmissionsTracker(country_iso_code=country, log_level="error", save_to_file=False)
             self.tracker.start()
         except Exception as e:  # no codecarbon, unknown country, no readable sensor ...
             self.tracker, self.note = None, f"codecarbon could not measure here ({type(e).__name__}: {e})"
