@@ -55,8 +55,9 @@ def test_every_attention_of_encoder_and_decoder_goes_through_sdpa(tiny_cfg, monk
     model(torch.randn(4, 1, 8, 8), torch.arange(4))
     depth, decoder_depth = len(model.backbone.encoder.blocks), len(model.aux.decoder.blocks)
     assert len(calls) == 2 * depth + decoder_depth  # primary + masked encoder passes, decoder
-    # The masked stream's attention sees the class token + 4 visible patches of 16, the others all 17 tokens.
-    assert sorted({c[2] for c in calls}) == [1 + 4, 1 + 16]
+    # Queries: the masked stream's class token + 4 visible patches of 16; the decoder's last block, the 12 masked
+    # patches it predicts; the others all 17 tokens.
+    assert sorted({c[2] for c in calls}) == [1 + 4, 12, 1 + 16]
 
 
 def test_masked_stream_feeds_only_visible_tokens_to_the_blocks(tiny_cfg):

@@ -7,7 +7,7 @@ from ssat.auxtasks.masking import masked_mse, num_visible, patchify, random_mask
 @pytest.mark.parametrize("length,ratio", [(16, 0.75), (49, 0.75), (64, 0.75), (196, 0.75), (16, 0.5), (10, 0.33)])
 def test_masking_keeps_int_of_visible_fraction_per_sample(length, ratio):
     torch.manual_seed(0)
-    ids_keep, mask, ids_restore = random_masking(8, length, ratio)
+    ids_keep, mask, ids_restore, _ = random_masking(8, length, ratio)
     keep = int((1 - ratio) * length)  # the reference's rule, truncation included
     assert num_visible(length, ratio) == keep
     assert ids_keep.shape == (8, keep)
@@ -20,7 +20,7 @@ def test_masking_keeps_int_of_visible_fraction_per_sample(length, ratio):
 
 def test_masking_differs_between_samples_and_restore_inverts_shuffle():
     torch.manual_seed(0)
-    ids_keep, mask, ids_restore = random_masking(16, 64, 0.75)
+    ids_keep, mask, ids_restore, _ = random_masking(16, 64, 0.75)
     kept_sets = {tuple(sorted(row.tolist())) for row in ids_keep}
     assert len(kept_sets) == 16  # every sample gets its own patches
     x = torch.randn(16, 64, 3)

@@ -106,3 +106,60 @@ def test_no_weight_decay_covers_tokens_and_position_embeddings(tiny_cfg):
     assert {"backbone.encoder.cls_token", "backbone.encoder.pos_embed", "aux.decoder.mask_token"} \
         <= model.no_weight_decay()
 
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_block_at_some_rows_equals_full_block_gathered(qk_norm):
+    from functools import partial
+
+    from timm.models.vision_transformer import Block
+
+    from ssat.models.layers import Attention, block_rows, gather_tokens
+    torch.manual_seed(0)
+    block = Block(16, 4, qkv_bias=True, qk_norm=qk_norm, attn_layer=Attention,
+                  norm_layer=partial(torch.nn.LayerNorm, eps=1e-6))
+    x = torch.randn(3, 9, 16, requires_grad=True)
+    rows = torch.stack([torch.randperm(9)[:5] for _ in range(3)])  # each sample its own rows, any order
+    full = gather_tokens(block(x), rows)
+    part = block_rows(block, x, rows)
+    assert part.shape == (3, 5, 16)
+    assert torch.allclose(part, full, atol=1e-6)
+    g = torch.randn_like(full)
+    grads_full = torch.autograd.grad(full, [x, *block.parameters()], g)
+    grads_part = torch.autograd.grad(part, [x, *block.parameters()], g)
+    for a, b in zip(grads_full, grads_part):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm_pix", [False, True])
+def test_mae_loss_predicting_masked_patches_only_equals_full_prediction_masked(tiny_cfg, norm_pix):
+    from ssat.auxtasks.masking import masked_mse, patchify, random_masking
+    model = _model(tiny_cfg, norm_pix_loss=norm_pix)
+    task, backbone = model.aux, model.backbone
+    x, _ = _batch()
+    torch.manual_seed(3)
+    loss, _ = task.loss(backbone, x)
+    torch.manual_seed(3)  # the same masks and the same draws inside the encoder
+    masking = random_masking(x.shape[0], backbone.num_patches, task.mask_ratio)
+    pred_all = task.decoder(backbone.forward_masked(x, masking.ids_keep), masking.ids_restore)
+    assert pred_all.shape == (4, 16, 4)
+    expected = masked_mse(pred_all, patchify(x, backbone.patch_size), masking.mask, norm_pix)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # and the gradients reaching the encoder and decoder agree
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads_expected = torch.autograd.grad(expected, params, allow_unused=True)
+    for p, a, b in zip(params, grads, grads_expected):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-6), [n for n, q in model.named_parameters() if q is p]
+
+
+def test_masking_lists_the_masked_patches():
+    from ssat.auxtasks.masking import random_masking
+    torch.manual_seed(0)
+    masking = random_masking(5, 16, 0.75)
+    assert masking.ids_masked.shape == (5, 12)
+    assert torch.all(masking.mask.gather(1, masking.ids_masked) == 1)
+    both = torch.cat([masking.ids_keep, masking.ids_masked], dim=1).sort(dim=1).values
+    assert torch.equal(both, torch.arange(16).expand(5, -1))

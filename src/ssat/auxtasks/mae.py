@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Optional
 
 import torch
 import torch.nn as nn
 from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 
-from ssat.auxtasks.masking import masked_mse, num_visible, patchify, random_masking
+from ssat.auxtasks.masking import num_visible, patch_mse, patchify, random_masking
 from ssat.auxtasks.registry import AuxTask, register_aux
 from ssat.errors import UserError
-from ssat.models.layers import Attention
+from ssat.models.layers import Attention, block_rows, gather_tokens
 from ssat.models.vit import init_mae_style
 
 
@@ -34,16 +35,26 @@ class MAEDecoder(nn.Module):
         self.pred = nn.Linear(dim, patch_pixels)
         init_mae_style(self)
 
-    def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
-        """latent: (B, 1 + K, D_enc) from the masked encoder pass -> (B, L, p*p*C) pixel predictions."""
+    def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor,
+                ids_predict: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """latent: (B, 1 + K, D_enc) from the masked encoder pass -> (B, L, p*p*C) pixel predictions, or with
+        `ids_predict` (B, M) only those patches' (B, M, p*p*C).
+
+        With `ids_predict` the last block computes queries, MLP, norm and head for those rows alone (`block_rows`):
+        the same numbers, and a quarter less work in that block when they are the 75 % masked patches."""
         x = self.embed(latent)
         b, length = ids_restore.shape
         mask_tokens = self.mask_token.expand(b, length - (x.shape[1] - 1), -1)
-        patches = torch.cat([x[:, 1:], mask_tokens], dim=1)  # shuffled order: visible first
-        patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        patches = gather_tokens(torch.cat([x[:, 1:], mask_tokens], dim=1), ids_restore)  # back in image order
         x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
-        x = self.norm(self.blocks(x))
-        return self.pred(x[:, 1:])
+        if ids_predict is None:
+            return self.pred(self.norm(self.blocks(x))[:, 1:])
+        rows = ids_predict + 1  # the class token is token 0
+        if len(self.blocks) == 0:
+            return self.pred(self.norm(gather_tokens(x, rows)))
+        for block in self.blocks[:-1]:
+            x = block(x)
+        return self.pred(self.norm(block_rows(self.blocks[-1], x, rows)))
 
 
 class MAETask(AuxTask):
@@ -62,12 +73,13 @@ class MAETask(AuxTask):
                                   backbone.patch_size ** 2 * backbone.in_chans, dim, depth, heads)
 
     def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None, other_features=None):
-        ids_keep, mask, ids_restore = random_masking(images.shape[0], backbone.num_patches, self.mask_ratio,
-                                                     images.device)
-        latent = backbone.forward_masked(images, ids_keep)
-        pred = self.decoder(latent, ids_restore)
+        masking = random_masking(images.shape[0], backbone.num_patches, self.mask_ratio, images.device)
+        latent = backbone.forward_masked(images, masking.ids_keep)
+        # Only masked patches are scored, so only they are predicted (the same loss as predicting all and masking).
+        pred = self.decoder(latent, masking.ids_restore, masking.ids_masked)
         # Target: the (normalised) input image the encoder saw, as the reference.
-        loss = masked_mse(pred, patchify(images, backbone.patch_size), mask, self.norm_pix_loss)
+        target = gather_tokens(patchify(images, backbone.patch_size), masking.ids_masked)
+        loss = patch_mse(pred, target, self.norm_pix_loss)
         return loss, {"loss_mae": loss.detach()}
 
 

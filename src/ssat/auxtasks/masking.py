@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
@@ -10,11 +12,16 @@ def num_visible(num_patches: int, mask_ratio: float) -> int:
     return int(num_patches * (1 - mask_ratio))
 
 
-def random_masking(batch: int, num_patches: int, mask_ratio: float, device=None):
-    """Per-sample random masking by argsort of uniform noise.
+class Masking(NamedTuple):
+    ids_keep: torch.Tensor     # (B, K) visible patches, in the order they enter the encoder
+    mask: torch.Tensor         # (B, L) 1 = masked, 0 = visible
+    ids_restore: torch.Tensor  # (B, L) `gather(shuffled, ids_restore)` puts the shuffled patches back in order
+    ids_masked: torch.Tensor   # (B, L - K) the masked patches: the only ones the reconstruction loss reads
 
-    Returns `ids_keep` (B, K) indices of visible patches, `mask` (B, L) with 1 = masked, and `ids_restore`
-    (B, L), the permutation that undoes the shuffle (`gather(shuffled, ids_restore)` = original order)."""
+
+def random_masking(batch: int, num_patches: int, mask_ratio: float, device=None) -> Masking:
+    """Per-sample random masking by argsort of uniform noise (the reference's): the first K of each sample's
+    shuffle stay visible, the rest are masked."""
     keep = num_visible(num_patches, mask_ratio)
     noise = torch.rand(batch, num_patches, device=device)
     ids_shuffle = torch.argsort(noise, dim=1)
@@ -22,7 +29,7 @@ def random_masking(batch: int, num_patches: int, mask_ratio: float, device=None)
     mask = torch.ones(batch, num_patches, device=device)
     mask[:, :keep] = 0
     mask = torch.gather(mask, 1, ids_restore)
-    return ids_shuffle[:, :keep], mask, ids_restore
+    return Masking(ids_shuffle[:, :keep], mask, ids_restore, ids_shuffle[:, keep:])
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -42,13 +49,24 @@ def unpatchify(patches: torch.Tensor, patch_size: int, grid_size: tuple[int, int
     return torch.einsum("nhwpqc->nchpwq", x).reshape(b, in_chans, gh * p, gw * p)
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool = False) -> torch.Tensor:
-    """Mean squared error over *masked* patches only; visible patches do not count.
+def _patch_errors(pred: torch.Tensor, target: torch.Tensor, norm_pix: bool) -> torch.Tensor:
+    """(B, M, P) predictions and targets -> (B, M) squared error per patch (fp32).
 
     `norm_pix` normalises each target patch by its own mean and variance (MAE's `norm_pix_loss`)."""
     if norm_pix:
         mean = target.mean(dim=-1, keepdim=True)
         var = target.var(dim=-1, keepdim=True)
         target = (target - mean) / (var + 1e-6).sqrt()
-    per_patch = ((pred.float() - target.float()) ** 2).mean(dim=-1)
+    return ((pred.float() - target.float()) ** 2).mean(dim=-1)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool = False) -> torch.Tensor:
+    """Mean squared error over *masked* patches only (`mask` 1 = masked); visible patches do not count."""
+    per_patch = _patch_errors(pred, target, norm_pix)
     return (per_patch * mask).sum() / mask.sum()
+
+
+def patch_mse(pred: torch.Tensor, target: torch.Tensor, norm_pix: bool = False) -> torch.Tensor:
+    """Mean squared error over every patch given: `masked_mse` when only the masked patches were gathered (every
+    sample masks the same number, so the plain mean is the masked mean)."""
+    return _patch_errors(pred, target, norm_pix).mean()

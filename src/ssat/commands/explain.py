@@ -149,7 +149,7 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
     x, rgb, labels, classes = test_images(cfg, meta, n, None, None, seed)
     bb, p = model.backbone, model.backbone.patch_size
     torch.manual_seed(seed)
-    ids_keep, mask, ids_restore = random_masking(x.shape[0], bb.num_patches, cfg.mask_ratio)
+    ids_keep, mask, ids_restore, _ = random_masking(x.shape[0], bb.num_patches, cfg.mask_ratio)
     pred = model.aux.decoder(bb.forward_masked(x, ids_keep), ids_restore)
     target = patchify(x, p)
     if cfg.norm_pix_loss:  # predictions are in per-patch normalised units: map back with the target's statistics

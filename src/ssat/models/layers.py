@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Attention as TimmAttention
+from timm.models.vision_transformer import Block
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
@@ -26,6 +27,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
 
 
+def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) tokens, (B, M) indices -> (B, M, D): each sample's tokens at its own indices."""
+    return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 class Attention(TimmAttention):
     """timm's `Attention` (same parameters and names, so weights load into plain timm models), with the attention
     core always on `scaled_dot_product_attention` through `attention` above."""
@@ -39,6 +45,32 @@ class Attention(TimmAttention):
         x = attention(q, k, v, self.attn_drop.p if self.training else 0.0, attn_mask)
         x = x.transpose(1, 2).reshape(b, n, self.attn_dim)
         return self.proj_drop(self.proj(self.norm(x)))
+
+    def forward_rows(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """`forward(x)` at the tokens `rows` (B, M) only: every token is still a key and a value, but queries are
+        projected and attended for those rows alone. Same parameters, same numbers."""
+        if self.gate is not None:
+            return gather_tokens(self.forward(x), rows)
+        b, n, _ = x.shape
+        w, bias = self.qkv.weight, self.qkv.bias
+        split = self.attn_dim  # qkv's outputs are [q | k | v]
+        q = F.linear(gather_tokens(x, rows), w[:split], None if bias is None else bias[:split])
+        kv = F.linear(x, w[split:], None if bias is None else bias[split:])
+        q = q.reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = kv.reshape(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        x = attention(self.q_norm(q), self.k_norm(k), v, self.attn_drop.p if self.training else 0.0)
+        x = x.transpose(1, 2).reshape(b, rows.shape[1], self.attn_dim)
+        return self.proj_drop(self.proj(self.norm(x)))
+
+
+def block_rows(block: Block, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """A timm `Block` (with this module's `Attention`) evaluated at the tokens `rows` (B, M) only, = `block(x)`
+    gathered at `rows`: all tokens serve as keys and values, but queries, the residual, the MLP run on `rows`.
+
+    For a last block whose other outputs nobody reads (the MAE decoder's: the loss scores masked patches only)."""
+    attn = block.attn.forward_rows(block.norm1(x), rows)
+    x = gather_tokens(x, rows) + block.drop_path1(block.ls1(attn))
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
 class Float32Conv2d(nn.Conv2d):

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from timm.layers import build_sincos2d_pos_embed
 
-from ssat.models.layers import Attention, as_float32_conv, pooled_features
+from ssat.models.layers import Attention, as_float32_conv, gather_tokens, pooled_features
 from ssat.models.registry import register_model
 
 
@@ -66,7 +66,7 @@ class ViTBackbone(nn.Module):
         masked patches never enter the blocks (that is where MAE's saving comes from)."""
         enc = self.encoder
         tokens = enc.patch_embed(x) + enc.pos_embed[:, 1:]
-        tokens = torch.gather(tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        tokens = gather_tokens(tokens, ids_keep)
         cls = (enc.cls_token + enc.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
         tokens = enc.norm_pre(enc.pos_drop(torch.cat([cls, tokens], dim=1)))
         return enc.norm(enc.blocks(tokens))
