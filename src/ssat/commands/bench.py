@@ -21,6 +21,7 @@ from ssat.data.batch_augment import BatchAugment
 from ssat.data.memory import MemoryLoader
 from ssat.data.transforms import crop_mode
 from ssat.flops import train_flops_per_image
+from ssat.hostmem import keep_freed_memory
 from ssat.objective import build_model
 from ssat.runs import seed_everything
 
@@ -136,6 +137,8 @@ def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> floa
 def bench(*, model: str, img: int, patch: int, batch: int, method: str, compare: bool, device_name: str,
           precision: str, compile: bool, steps: int, warmup: int, classes: int, data: bool, peak: bool) -> dict:
     device = resolve_device(device_name)
+    if device.type == "cpu":
+        keep_freed_memory()  # as `ssat train` does
     cfg = Config(model=model, img_size=img, patch_size=patch, batch_size=batch, method=method, precision=precision,
                  compile=compile, device=str(device)).validate()
     amp_dtype, _ = resolve_precision(cfg.precision, device)

@@ -25,6 +25,7 @@ from ssat.data.memory import MemoryLoader, array_images, fits_in_memory, resize_
 from ssat.data.transforms import Transformed, crop_mode, eval_transform, train_transform
 from ssat.distributed import World
 from ssat.errors import UserError
+from ssat.hostmem import keep_freed_memory
 from ssat.auxtasks import AUX_VIEWS
 from ssat.objective import METHODS, SSATModel, build_model
 from ssat.runs import RunDir, atomic_write_text, load_checkpoint, rng_state, save_checkpoint, save_weights, \
@@ -164,6 +165,8 @@ def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str
         state = load_checkpoint(resume)
     cfg.validate()
     device = distributed.init(world, cfg.device) if world.distributed else resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults re-mapping every step's activations (hostmem.py)
     try:
         if cfg.method == "sslft" and cfg.pretrain_epochs > 0 and cfg.init in ("timm", "mae"):
             return _pretrain_then_finetune(cfg, resume, log, state, world, device)

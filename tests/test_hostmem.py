@@ -1,0 +1,48 @@
+import subprocess
+import sys
+
+import pytest
+
+# One process: a few ViT-T SSAT training steps (32 px, batch 32) under glibc's default settings, then the same after
+# keep_freed_memory(), counting page faults. A subprocess, so the setting stays out of the test process.
+SCRIPT = """
+import resource, torch
+from ssat.config import Config
+from ssat.hostmem import keep_freed_memory
+from ssat.objective import build_model
+torch.manual_seed(0)
+model = build_model(Config(model="vit_tiny", img_size=32, patch_size=4).validate(), num_classes=10, in_chans=3)
+opt = torch.optim.AdamW(model.parameters())
+x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+def faults_over(steps):
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(steps):
+        opt.zero_grad()
+        model(x, y).loss.backward()
+        opt.step()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+faults_over(2)
+default = faults_over(2)
+applied = keep_freed_memory()
+faults_over(2)
+print(applied, default, faults_over(2))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_stops_page_faults_of_every_step():
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    applied, default, kept = out.stdout.split()[-3:]
+    if applied != "True":
+        pytest.skip("not glibc")
+    assert int(default) > 5000  # glibc gives activations back and faults them in again every step...
+    assert int(kept) * 5 < int(default), (default, kept)  # ...and keeps them once told to
+
+
+def test_keep_freed_memory_is_applied_for_cpu_training(tiny_cfg, tmp_path, monkeypatch):
+    from ssat.commands import train as train_module
+    calls = []
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(1) or True)
+    train_module.train(tiny_cfg(out=str(tmp_path / "run"), epochs=1, device="cpu"))
+    assert calls == [1]
