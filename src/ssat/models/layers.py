@@ -48,7 +48,7 @@ class Attention(TimmAttention):
 
     def forward_rows(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """`forward(x)` at the tokens `rows` (B, M) only: every token is still a key and a value, but queries are
-        projected and attended for those rows alone. Same parameters, same numbers."""
+        projected and attended for those rows alone. Same parameters, same numbers (dropout draws aside)."""
         if self.gate is not None:
             return gather_tokens(self.forward(x), rows)
         b, n, _ = x.shape
