@@ -4,7 +4,8 @@ import sys
 import pytest
 
 # One process: a few ViT-T SSAT training steps (32 px, batch 32) under glibc's default settings, then the same after
-# keep_freed_memory(), counting page faults. A subprocess, so the setting stays out of the test process.
+# keep_freed_memory(), counting page faults. A fresh subprocess, because glibc's defaults can only be seen in a
+# process that has not been told otherwise (CPU `train()` calls inside the test process apply the setting).
 SCRIPT = """
 import resource, torch
 from ssat.config import Config
