@@ -127,7 +127,7 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from ssat.auxtasks.mae import MAETask
-    from ssat.auxtasks.masking import patchify, random_masking, unpatchify
+    from ssat.auxtasks.masking import masked_mse, patchify, random_masking, unpatchify
     from ssat.config import Config
     from ssat.objective import build_model
     from ssat.runs import load_checkpoint, resolve_checkpoint
@@ -149,8 +149,9 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
     x, rgb, labels, classes = test_images(cfg, meta, n, None, None, seed)
     bb, p = model.backbone, model.backbone.patch_size
     torch.manual_seed(seed)
-    ids_keep, mask, ids_restore, _ = random_masking(x.shape[0], bb.num_patches, cfg.mask_ratio)
-    pred = model.aux.decoder(bb.forward_masked(x, ids_keep), ids_restore)
+    masking = random_masking(x.shape[0], bb.num_patches, cfg.mask_ratio)
+    mask = masking.mask
+    pred = model.aux.decoder(bb.forward_masked(x, masking.ids_keep), masking.ids_restore)
     target = patchify(x, p)
     if cfg.norm_pix_loss:  # predictions are in per-patch normalised units: map back with the target's statistics
         mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
@@ -178,7 +179,7 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
-    error = float(((pred - target) ** 2).mean(-1).mul(mask).sum() / mask.sum())
+    error = float(masked_mse(pred, target, mask))  # in pixel units: pred was mapped back above
     return {"out": str(out), "images": len(rgb), "masked_mse": round(error, 5)}
 
 

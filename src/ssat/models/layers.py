@@ -41,9 +41,12 @@ class Attention(TimmAttention):
             return super().forward(x, attn_mask, is_causal)
         b, n, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
-        x = attention(q, k, v, self.attn_drop.p if self.training else 0.0, attn_mask)
-        x = x.transpose(1, 2).reshape(b, n, self.attn_dim)
+        return self._attend(q, k, v, attn_mask)
+
+    def _attend(self, q, k, v, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, heads, M, head_dim) queries over (B, heads, N, head_dim) keys/values -> (B, M, dim) output."""
+        x = attention(self.q_norm(q), self.k_norm(k), v, self.attn_drop.p if self.training else 0.0, attn_mask)
+        x = x.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.attn_dim)
         return self.proj_drop(self.proj(self.norm(x)))
 
     def forward_rows(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -58,9 +61,7 @@ class Attention(TimmAttention):
         kv = F.linear(x, w[split:], None if bias is None else bias[split:])
         q = q.reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
         k, v = kv.reshape(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        x = attention(self.q_norm(q), self.k_norm(k), v, self.attn_drop.p if self.training else 0.0)
-        x = x.transpose(1, 2).reshape(b, rows.shape[1], self.attn_dim)
-        return self.proj_drop(self.proj(self.norm(x)))
+        return self._attend(q, k, v)
 
 
 def block_rows(block: Block, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
