@@ -75,3 +75,12 @@ def test_matmul_peak_is_measured():
 def test_bench_rejects_bad_numbers(capsys):
     assert main(["bench", "--steps", "0"]) == 2
     assert "--steps, --warmup and --batch must be at least 1" in capsys.readouterr().err
+
+
+def test_bench_times_the_decoder_heads_asked_for(capsys):
+    assert main(["bench", "--model", "vit_test", "--img", "8", "--patch", "2", "--batch", "4", "--steps", "1",
+                 "--warmup", "1", "--no-peak", "--device", "cpu", "--decoder-heads", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["decoder_heads"] == 4
+    # the value reaches the model's config: one that does not divide the decoder's width is refused there
+    assert main(["bench", "--device", "cpu", "--decoder-heads", "3"]) == 2
+    assert "--decoder-dim (128) must be divisible by --decoder-heads (3)" in capsys.readouterr().err

@@ -213,6 +213,10 @@ class Config:
         check(self.img_size is None or self.img_size >= 2, f"--img-size must be at least 2, got {self.img_size}")
         check(self.patch_size is None or self.patch_size >= 1, f"--patch-size must be >= 1, got {self.patch_size}")
         check(self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+        check(min(self.decoder_dim, self.decoder_depth, self.decoder_heads) >= 1,
+              f"--decoder-dim, --decoder-depth and --decoder-heads must be at least 1, got {self.decoder_dim}, "
+              f"{self.decoder_depth} and {self.decoder_heads}")
+        check(self.dino_out_dim >= 1, f"--dino-out-dim must be at least 1, got {self.dino_out_dim}")
         check(self.decoder_dim % self.decoder_heads == 0,
               f"--decoder-dim ({self.decoder_dim}) must be divisible by --decoder-heads ({self.decoder_heads})")
         check(self.decoder_dim % 4 == 0, f"--decoder-dim must be divisible by 4 (2-D sin-cos), got {self.decoder_dim}")

@@ -135,18 +135,19 @@ def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> floa
 
 
 def bench(*, model: str, img: int, patch: int, batch: int, method: str, compare: bool, device_name: str,
-          precision: str, compile: bool, steps: int, warmup: int, classes: int, data: bool, peak: bool) -> dict:
+          precision: str, compile: bool, steps: int, warmup: int, classes: int, data: bool, peak: bool,
+          decoder_heads: int = 16) -> dict:
     device = resolve_device(device_name)
     if device.type == "cpu":
         keep_freed_memory()  # as `ssat train` does
     cfg = Config(model=model, img_size=img, patch_size=patch, batch_size=batch, method=method, precision=precision,
-                 compile=compile, device=str(device)).validate()
+                 compile=compile, decoder_heads=decoder_heads, device=str(device)).validate()
     amp_dtype, _ = resolve_precision(cfg.precision, device)
     result = {"model": model, "img": img, "patch": patch, "batch": batch, "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
               or platform.machine(), "threads": torch.get_num_threads(),
               "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", "compile": compile,
-              "steps": steps}
+              "decoder_heads": decoder_heads, "steps": steps}
     methods = [cfg] + ([Config(**{**cfg.to_dict(), "method": "scratch" if method != "scratch" else "ssat"})]
                        if compare else [])
     timed, times = time_steps([StepTimer(c, device, classes) for c in methods], steps=steps, warmup=warmup)
@@ -173,5 +174,5 @@ def main(args) -> int:
     print(json.dumps(bench(model=args.model, img=args.img, patch=args.patch, batch=args.batch, method=args.method,
                            compare=args.compare, device_name=args.device, precision=args.precision,
                            compile=args.compile, steps=args.steps, warmup=args.warmup, classes=args.classes,
-                           data=args.data, peak=not args.no_peak)), flush=True)
+                           data=args.data, peak=not args.no_peak, decoder_heads=args.decoder_heads)), flush=True)
     return 0
