@@ -41,7 +41,7 @@ def main() -> None:
     timers = [timer("scratch"), timer("pretrain")] + [timer("ssat", h) for h in args.decoder_heads]
     _, times = time_steps(timers, steps=args.rounds, warmup=2)
     (p, a), flops_p = times[:2], timers[0].flops
-    for heads, s, t in zip(args.decoder_heads, times[2:], timers[2:]):
+    for heads, s in zip(args.decoder_heads, times[2:]):
         print(json.dumps({
             "precision": args.precision, "decoder_heads": heads, "rounds": len(s),
             "ms_per_step": {name: round(statistics.median(x) * 1000)
