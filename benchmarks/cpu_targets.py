@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--decoder-heads", type=int, default=16,
+    parser.add_argument("--decoder-heads", type=int, default=Config.decoder_heads,
                         help="MAE decoder heads of the SSAT steps (reference: 16; 4 is faster on CPUs, see README)")
     args = parser.parse_args()
     device = torch.device("cpu")

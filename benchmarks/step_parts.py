@@ -28,12 +28,12 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--decoder-heads", type=int, nargs="+", default=[16])
+    parser.add_argument("--decoder-heads", type=int, nargs="+", default=[Config.decoder_heads])
     args = parser.parse_args()
     device = torch.device("cpu")
     keep_freed_memory()  # as `ssat train` on a CPU
 
-    def timer(method: str, heads: int = 16) -> StepTimer:
+    def timer(method: str, heads: int = Config.decoder_heads) -> StepTimer:
         cfg = Config(model="vit_tiny", img_size=32, patch_size=4, batch_size=args.batch, method=method,
                      precision=args.precision, decoder_heads=heads, device="cpu").validate()
         return StepTimer(cfg, device, classes=10)

@@ -160,8 +160,9 @@ def build_parser() -> Parser:
     bn.add_argument("--batch", type=int, default=128, help="images per step [default: 128]")
     bn.add_argument("--method", default="ssat", choices=["scratch", "ssat"], help="[default: ssat]")
     bn.add_argument("--compare", action="store_true", help="also time the other method; adds the step-time ratio")
-    bn.add_argument("--decoder-heads", type=int, default=16,
-                    help="MAE decoder heads of the SSAT step [default: 16, the reference's; 4 is faster on CPUs]")
+    bn.add_argument("--decoder-heads", type=int, default=Config.decoder_heads,
+                    help=f"MAE decoder heads of the SSAT step [default: {Config.decoder_heads}, the reference's; "
+                         "4 is faster on CPUs]")
     bn.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
     bn.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                     help="as `ssat train --precision` [default: auto]")

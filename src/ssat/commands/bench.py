@@ -136,7 +136,7 @@ def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> floa
 
 def bench(*, model: str, img: int, patch: int, batch: int, method: str, compare: bool, device_name: str,
           precision: str, compile: bool, steps: int, warmup: int, classes: int, data: bool, peak: bool,
-          decoder_heads: int = 16) -> dict:
+          decoder_heads: int = Config.decoder_heads) -> dict:
     device = resolve_device(device_name)
     if device.type == "cpu":
         keep_freed_memory()  # as `ssat train` does
