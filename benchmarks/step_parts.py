@@ -1,6 +1,6 @@
 """Where the SSAT step's time goes: the scratch step P, the SSAT step S and the auxiliary-only step A, timed in turns.
 
-    .venv/bin/python benchmarks/step_parts.py [--precision bf16] [--rounds 30] [--decoder-heads 16 4]
+    .venv/bin/python benchmarks/step_parts.py [--precision bf16] [--steps 30] [--decoder-heads 16 4]
 
 A is the step `ssat pretrain` runs (masked encoder pass, MAE decoder, reconstruction loss, optimizer), so S ~ P + A
 minus one optimizer step when the two streams do not slow each other down. S/(P+A) near 1 says the SSAT step's
@@ -26,7 +26,7 @@ from ssat.hostmem import keep_freed_memory
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps of each kind, taking turns in rounds of ~0.2 s")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--decoder-heads", type=int, nargs="+", default=[Config.decoder_heads])
     args = parser.parse_args()
@@ -39,7 +39,7 @@ def main() -> None:
         return StepTimer(cfg, device, classes=10)
 
     timers = [timer("scratch"), timer("pretrain")] + [timer("ssat", h) for h in args.decoder_heads]
-    _, times = time_steps(timers, steps=args.rounds, warmup=2)
+    _, times = time_steps(timers, steps=args.steps, warmup=2)
     (p, a), flops_p = times[:2], timers[0].flops
     for heads, s in zip(args.decoder_heads, times[2:]):
         print(json.dumps({
