@@ -26,7 +26,8 @@ from ssat.hostmem import keep_freed_memory
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps of each kind, taking turns in rounds of ~0.2 s")
+    parser.add_argument("--steps", type=int, default=30,
+                        help="timed steps of each kind, taking turns in rounds of ~0.2 s")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--decoder-heads", type=int, nargs="+", default=[Config.decoder_heads])
     args = parser.parse_args()
