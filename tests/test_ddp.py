@@ -64,7 +64,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs):
     m1 = [json.loads(line) for line in (tmp / "one" / "metrics.jsonl").read_text().splitlines()]
     for a, b in zip(m2, m1):  # metrics are averaged over both ranks' images
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
-        assert a["val_acc1"] == pytest.approx(b["val_acc1"], abs=1e-6)
+        assert a["test_acc1"] == pytest.approx(b["test_acc1"], abs=1e-6)
     # Rank 0 alone logs and prints the result line.
     assert two.stdout.count('"test_acc1"') == 1
 

@@ -101,3 +101,40 @@ def test_parallel_sweep_runs_points_in_their_own_processes(tmp_path, capsys):
     assert len(list((tmp_path / "runs" / "p").glob("*/summary.json"))) == 2
     assert main(["sweep", str(path), "--parallel", "2"]) == 0  # nothing left to do
     assert json.loads(capsys.readouterr().out) == {"runs": 2, "trained": 0}
+
+
+def test_arms_cross_the_grid_and_the_report_pairs_them_by_seed(tmp_path, capsys):
+    path = tmp_path / "arms.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "arms", "out": str(tmp_path / "runs"),
+        "base": {**BASE, "fraction": 0.3, "val_per_class": 3},
+        "grid": {"seed": [0, 1]},
+        "arms": {"tuned-scratch": {"method": "scratch", "blr": 2e-3},
+                 "ssat-sched": {"method": "ssat", "lambda": 0.2, "lambda_schedule": "linear", "lambda_end": 0.8}}},
+        sort_keys=False))
+    names = [n for n, _ in points(read_sweep(str(path)))]
+    assert names == ["arm=tuned-scratch-seed=0", "arm=tuned-scratch-seed=1", "arm=ssat-sched-seed=0",
+                     "arm=ssat-sched-seed=1"]
+    assert main(["sweep", str(path)]) == 0
+    runs = tmp_path / "runs" / "arms"
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in runs.glob("*/summary.json")}
+    assert {s["tag"] for s in summaries.values()} == {"tuned-scratch", "ssat-sched"}
+    assert main(["report", str(runs)]) == 0
+    md = (runs / "report" / "results.md").read_text()
+    # Three tables: test at the selected epoch (headline), test after the last epoch, validation.
+    assert md.index("validation split selects") < md.index("after the last epoch") < md.index("recipes are chosen on")
+    key = "test_acc1_selected"
+    diffs = [summaries[f"arm=ssat-sched-seed={s}"][key] - summaries[f"arm=tuned-scratch-seed={s}"][key]
+             for s in (0, 1)]
+    mean = sum(diffs) / 2
+    assert f"({mean:+.2f})" in md  # the gain is measured against the tagged scratch recipe
+    wins = sum(d > 0 for d in diffs)
+    assert f"| ssat-sched | {mean:+.2f} ± " in md and f"| {wins}/2 | 2 |" in md
+
+
+def test_grid_and_arm_setting_the_same_option_is_refused(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"name": "bad", "base": BASE, "grid": {"lambda": [0.1, 0.2]},
+                                    "arms": {"a": {"method": "ssat", "lambda": 0.5}}}))
+    assert main(["sweep", str(path)]) == 2
+    assert "lam is set both by the grid and by an arm" in capsys.readouterr().err

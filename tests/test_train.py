@@ -33,12 +33,12 @@ def test_one_epoch_writes_every_run_file(tmp_path, tiny_flags, capsys):
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["img_size"] == 8 and config["patch_size"] == 2 and config["hflip"] is False  # resolved
     (row,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {"epoch", "lr", "loss", "loss_primary", "loss_aux", "train_acc1", "train_acc5", "val_acc1", "val_acc5",
+    assert {"epoch", "lr", "loss", "loss_primary", "loss_aux", "train_acc1", "train_acc5", "test_acc1", "test_acc5",
             "epoch_time_s"} <= set(row)
     summary = json.loads((out / "summary.json").read_text())
     assert {"method", "model", "dataset", "epochs", "test_acc1", "test_acc5", "best_acc1", "params",
             "train_time_s"} <= set(summary)
-    assert summary["test_acc1"] == row["val_acc1"] and summary["n_train"] == 1437 and summary["n_test"] == 360
+    assert summary["test_acc1"] == row["test_acc1"] and summary["n_train"] == 1437 and summary["n_test"] == 360
     assert summary["lr"] == pytest.approx(1e-3 * 64 / 256)
     # What the run cost: FLOPs from the counter (a training step > 3x inference for SSAT: backward + aux stream),
     # memory, hardware, and energy / CO2 measured by codecarbon offline (or None with the reason).

@@ -230,7 +230,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             summary = train(cfg, resume=args.resume, state=state)
             if summary:  # under torchrun only rank 0 returns one
                 print(json.dumps({k: summary.get(k) for k in ("method", "model", "dataset", "epochs", "test_acc1",
-                                                               "test_acc5", "best_acc1", "train_time_s")}
+                                                               "test_acc5", "test_acc1_selected", "selected_epoch",
+                                                               "best_acc1", "train_time_s")}
                                  | {"run": cfg.out}))
         elif args.command == "eval":
             from ssat.commands.inference import evaluate_checkpoint
@@ -248,7 +249,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             module, function = RUNNERS[args.command]
             return getattr(importlib.import_module(module), function)(args)
         elif args.command == "table":
-            from ssat.commands.table import collect, markdown
+            from ssat.commands.table import markdown
+            from ssat.runs import collect
             print(markdown(collect(args.runs)))
     except UserError as e:
         print(f"ssat: error: {one_line(str(e))}", file=sys.stderr)

@@ -41,8 +41,13 @@ class Config:
                                          "fewer)", "data")
     subset_file: Optional[str] = opt(None, "train on exactly the images of this subset.json (from another run)",
                                      "data")
-    subset_seed: int = opt(127, "seed of the --fraction subset (127 as the reference; independent of --seed so "
-                                "every method/seed sees the same subset)", "data")
+    subset_seed: int = opt(127, "seed of the --fraction subset and of the validation split (127 as the "
+                                "reference; independent of --seed so every method/seed sees the same images)", "data")
+    val_fraction: float = opt(0.0, "hold out this stratified, seeded fraction of the training images as a "
+                                   "validation split, in [0, 1): it selects the best epoch (test accuracy is then "
+                                   "reported at that epoch too) and is what to tune on; 0 = none", "data")
+    val_per_class: Optional[int] = opt(None, "hold out N training images per class as the validation split "
+                                             "instead (each class keeps at least one training image)", "data")
     img_size: Optional[int] = opt(None, "input size in pixels (default: the data set's native size)", "data")
     loader: str = opt("auto", "'memory' (images decoded once into a uint8 tensor on the training device, batched "
                               "augmentation there), 'pil' (DataLoader + PIL/timm transforms) or 'auto' (memory when "
@@ -80,7 +85,19 @@ class Config:
                               "(fine-tune an --init pre-trained encoder, or pre-train it first: --pretrain-epochs) "
                               "or 'pretrain' (auxiliary loss only, no labels; what `ssat pretrain` runs)", "method")
     aux: str = opt("mae", "auxiliary task of --method ssat", "method")
-    lam: float = opt(0.1, "λ in λ·L_primary + (1−λ)·L_aux, in [0, 1] (reference: 0.1)", "method", flag="--lambda")
+    lam: float = opt(0.1, "λ in λ·L_primary + (1−λ)·L_aux, in [0, 1] (reference: 0.1); with a schedule, its "
+                          "value at the start", "method", flag="--lambda")
+    lambda_schedule: str = opt("constant", "how λ moves over training: 'constant' (reference), or 'linear' / "
+                                           "'cosine' from --lambda to --lambda-end", "method",
+                               choices="constant,linear,cosine")
+    lambda_end: Optional[float] = opt(None, "λ at the end of a --lambda-schedule, in [0, 1]", "method")
+    balance: str = opt("none", "rebalance the two losses: 'none' (λ and 1−λ as given), 'ema' (each loss divided "
+                               "by its running mean, then λ-weighted; weights sum to 1) or 'uncertainty' (learned "
+                               "log-variances, Kendall et al. 2018, clamped)", "method",
+                       choices="none,ema,uncertainty")
+    grad_norm_every: int = opt(25, "every N optimizer steps, measure the gradient norm of each weighted loss on "
+                                   "the shared encoder (epoch means in metrics.jsonl; the backward pass is split in "
+                                   "two, no extra compute); 0 = off", "method")
     mask_ratio: float = opt(0.75, "fraction of patches hidden from the auxiliary stream, in (0, 1)", "method")
     decoder_dim: int = opt(128, "MAE decoder width", "method")
     decoder_depth: int = opt(2, "MAE decoder blocks", "method")
@@ -112,6 +129,11 @@ class Config:
 
     # --- run --------------------------------------------------------------------------------------------
     seed: int = opt(0, "random seed (model init, augmentation, masking)", "run")
+    eval_every: Optional[int] = opt(None, "evaluate the test split every K epochs (and always after the last); "
+                                          "default: every epoch without a validation split, only after the last "
+                                          "with one; 0 = only after the last", "run")
+    tag: Optional[str] = opt(None, "a name for this run's recipe in `ssat table` / `ssat report` (default: "
+                                   "derived from the method and its options)", "run")
     deterministic: bool = opt(False, "deterministic algorithms (bit-identical reruns and resumes on CPU)", "run")
     device: str = opt("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'", "run")
     precision: str = opt("auto", "'auto' (bf16 autocast on GPUs from Ampere on, fp16 on older GPUs, fp32 on "
@@ -187,6 +209,19 @@ class Config:
         check(0.0 <= self.lam <= 1.0, f"--lambda must be in [0, 1], got {self.lam} (0.1 is the reference value)")
         check(0.0 < self.mask_ratio < 1.0, f"--mask-ratio must be in (0, 1), got {self.mask_ratio} (0.75 is MAE's)")
         check(0.0 < self.fraction <= 1.0, f"--fraction must be in (0, 1], got {self.fraction} (1 = all images)")
+        check(0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction} "
+                                              f"(0.1 holds out a tenth of the training images)")
+        check(self.val_per_class is None or self.val_per_class >= 1,
+              f"--val-per-class must be at least 1, got {self.val_per_class}")
+        check(self.val_per_class is None or self.val_fraction == 0.0,
+              "--val-per-class and --val-fraction exclude each other; give one")
+        check(self.eval_every is None or self.eval_every >= 0,
+              f"--eval-every must be >= 0, got {self.eval_every} (0 = only after the last epoch)")
+        check(self.lambda_end is None or 0.0 <= self.lambda_end <= 1.0,
+              f"--lambda-end must be in [0, 1], got {self.lambda_end}")
+        check(self.lambda_schedule == "constant" or self.lambda_end is not None,
+              f"--lambda-schedule {self.lambda_schedule} moves λ from --lambda to --lambda-end; give --lambda-end")
+        check(self.grad_norm_every >= 0, f"--grad-norm-every must be >= 0, got {self.grad_norm_every} (0 = off)")
         check(self.per_class is None or self.per_class >= 1, f"--per-class must be at least 1, got {self.per_class}")
         check(self.per_class is None or self.fraction == 1.0, "--per-class and --fraction exclude each other; give one")
         check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")

@@ -59,30 +59,62 @@ def _to(device, batch):
     return [t.to(device, non_blocking=True) for t in batch]
 
 
+def split_backward(terms, params: list[torch.Tensor], scaler, divide: int) -> torch.Tensor:
+    """Backward of `sum(terms) / divide` in two calls, reading the shared parameters' gradient in between:
+    -> [‖∇ term 0‖, ‖∇ term 1‖, cos(∇ term 0, ∇ term 1)] on `params` (unscaled). The same gradient as one call
+    (up to summation order) for no extra compute; `params`' gradients must be empty (first micro-step)."""
+    first, second = terms
+    scaler.scale(first / divide).backward(retain_graph=True)
+    g0 = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+    scaler.scale(second / divide).backward()
+    g1 = [(p.grad.detach() if p.grad is not None else torch.zeros_like(p)) - a for p, a in zip(params, g0)]
+    flat0 = torch.cat([g.float().flatten() for g in g0])
+    flat1 = torch.cat([g.float().flatten() for g in g1])
+    # Norms of the terms themselves: undo the loss scale and the accumulation divisor (host sync only under fp16).
+    scale = (scaler.get_scale() if scaler.is_enabled() else 1.0) / divide
+    n0, n1 = flat0.norm(), flat1.norm()
+    cos = (flat0 @ flat1) / (n0 * n1).clamp_min(1e-30)
+    return torch.stack([n0 / scale, n1 / scale, cos])
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, device: torch.device,
                     amp_dtype: Optional[torch.dtype], accum_steps: int = 1, clip_grad: Optional[float] = None,
                     progress: bool = False, world: World = World(),
-                    after_step: Optional[Callable[[int], None]] = None) -> dict:
+                    before_update: Optional[Callable[[int], None]] = None,
+                    after_step: Optional[Callable[[int], None]] = None,
+                    probe_params: Optional[list[torch.Tensor]] = None, probe_every: int = 0) -> dict:
     """One pass over `loader`. `model` may be wrapped (DDP, torch.compile); the returned statistics are averaged over
     all images of all ranks. The only host synchronisations are the progress bar's (every 10 steps, when shown)
-    and the final read-out."""
+    and the final read-out. Every `probe_every` updates, when the model returns two loss terms, the backward pass
+    is split to measure each term's gradient on `probe_params` (`grad_norm_primary`, `grad_norm_aux`, `grad_cos`:
+    means over the probed steps)."""
     model.train()
     updates_per_epoch = math.ceil(len(loader) / accum_steps)
     sums: dict[str, torch.Tensor] = {}  # summed on device: no host sync inside the loop
+    probes, probe_sum = 0, None
     seen = 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(bar):
         images, targets, *aux_images = _to(device, batch)
+        update_index = epoch * updates_per_epoch + i // accum_steps
         if i % accum_steps == 0:
-            scheduler.step_update(epoch * updates_per_epoch + i // accum_steps)
+            scheduler.step_update(update_index)
+            if before_update is not None:  # e.g. a scheduled λ; gets the global update index
+                before_update(update_index)
 
         update = (i + 1) % accum_steps == 0 or i + 1 == len(loader)
         # Under DDP, gradients are all-reduced only on the micro-step that updates.
         with (nullcontext() if update or not hasattr(model, "no_sync") else model.no_sync()):
             with autocast(device, amp_dtype):
                 out = model(images, targets, aux_images[0] if aux_images else None)
-            scaler.scale(out.loss / accum_steps).backward()
+            if (probe_every and probe_params and out.terms is not None and i % accum_steps == 0
+                    and update_index % probe_every == 0 and not world.distributed):
+                stats = split_backward(out.terms, probe_params, scaler, accum_steps)
+                probe_sum = stats if probe_sum is None else probe_sum + stats
+                probes += 1
+            else:
+                scaler.scale(out.loss / accum_steps).backward()
 
         if update:
             if clip_grad is not None:
@@ -92,7 +124,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             if after_step is not None:  # e.g. DINO's EMA teacher; gets the global update index
-                after_step(epoch * updates_per_epoch + i // accum_steps + 1)
+                after_step(update_index + 1)
 
         n = targets.shape[0]
         accuracy = {} if out.logits is None else dict(zip(("acc1", "acc5"), topk_correct(out.logits.detach(), targets)))
@@ -113,6 +145,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
     for k in ("acc1", "acc5"):
         if k in stats:
             stats[k] *= 100
+    if probes:
+        stats.update(zip(("grad_norm_primary", "grad_norm_aux", "grad_cos"), (probe_sum / probes).tolist()))
     stats["lr"] = optimizer.param_groups[0]["lr"]
     return stats
 

@@ -1,6 +1,9 @@
 """The SSAT objective: one shared encoder, a primary (classification) stream and an optional auxiliary stream.
 
-    loss = λ · CE(head(encoder(x)), y) + (1 − λ) · L_aux(encoder, x_aux)
+    loss = w_p(t) · CE(head(encoder(x)), y) + w_a(t) · L_aux(encoder, x_aux)
+
+with (w_p, w_a) = (λ(t), 1 − λ(t)) by default (the reference: λ = 0.1 throughout), where λ(t) may follow a
+schedule over training and may be rebalanced by the losses' own sizes (`LossWeighting`).
 
 `scratch` and `sslft` are the same model with no auxiliary task (the loss is the primary loss; `sslft` starts
 from a pre-trained encoder); `pretrain` is the auxiliary loss alone, with no labels (the first stage of SSL+FT).
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
+
+import math
 
 import torch
 import torch.nn as nn
@@ -24,22 +29,104 @@ from ssat.models.layers import logits_and_features
 METHODS = {"scratch": (True, False), "ssat": (True, True), "sslft": (True, False), "pretrain": (False, True)}
 
 
+LAMBDA_SCHEDULES = ("constant", "linear", "cosine")
+BALANCES = ("none", "ema", "uncertainty")
+
+
+def lambda_at(progress: float, start: float, end: float, schedule: str) -> float:
+    """λ at `progress` in [0, 1] of training: constant, or from `start` to `end` along a line or a half cosine."""
+    t = min(max(progress, 0.0), 1.0)
+    if schedule == "constant":
+        return start
+    if schedule == "linear":
+        return start + (end - start) * t
+    if schedule == "cosine":
+        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ValueError(f"unknown λ schedule {schedule!r}")
+
+
+class LossWeighting(nn.Module):
+    """The two losses' multipliers (w_p, w_a) at each step.
+
+    - `none`: (λ(t), 1 − λ(t)).
+    - `ema`: each loss divided by a running mean of itself (momentum `ema_momentum`, started at its first value),
+      then renormalised so that w_p + w_a = 1: w_p ∝ λ/m_p, w_a ∝ (1 − λ)/m_a. λ then sets the share of the
+      *relative* progress, not of the raw loss values, which differ by an order of magnitude (CE vs pixel MSE).
+    - `uncertainty` (Kendall et al. 2018): learned log-variances s, loss = Σ λ_i·e^(−s_i)·L_i + s_i, s clamped to
+      ±`clamp` so that neither loss can be switched off; at its optimum λ_i·e^(−s_i) = 1/L_i.
+    λ(t) itself follows `schedule` from `lam` to `lam_end` (set by `set_progress` before every step)."""
+
+    def __init__(self, lam: float, lam_end: Optional[float] = None, schedule: str = "constant",
+                 balance: str = "none", ema_momentum: float = 0.98, clamp: float = 4.0):
+        super().__init__()
+        if schedule not in LAMBDA_SCHEDULES or balance not in BALANCES:
+            raise ValueError(f"unknown λ schedule {schedule!r} or balance {balance!r}")
+        self.lam_start, self.lam_end = lam, lam if lam_end is None else lam_end
+        self.schedule, self.balance = schedule, balance
+        self.ema_momentum, self.clamp = ema_momentum, clamp
+        # λ(t) lives in a buffer: changing it never recompiles a compiled step or syncs the device.
+        self.register_buffer("lam", torch.tensor(float(lam)), persistent=False)
+        if balance == "ema":
+            self.register_buffer("running", torch.zeros(2))   # running means of (L_p, L_a); 0 = not started
+        if balance == "uncertainty":
+            self.log_vars = nn.Parameter(torch.zeros(2))      # s_p, s_a
+
+    def set_progress(self, progress: float) -> None:
+        self.lam.fill_(lambda_at(progress, self.lam_start, self.lam_end, self.schedule))
+
+    def forward(self, loss_p: torch.Tensor, loss_a: torch.Tensor):
+        """-> (primary term, auxiliary term, w_p, w_a): the loss is the sum of the terms; each term's gradient
+        on the encoder is its loss's alone (the uncertainty regulariser touches only s)."""
+        lam = self.lam
+        if self.balance == "none":
+            return lam * loss_p, (1 - lam) * loss_a, lam, 1 - lam
+        if self.balance == "ema":
+            losses = torch.stack([loss_p.detach(), loss_a.detach()]).float()
+            if self.training:
+                beta = self.ema_momentum
+                started = self.running > 0
+                self.running.copy_(torch.where(started, beta * self.running + (1 - beta) * losses, losses))
+            scale = torch.stack([lam, 1 - lam]) / self.running.clamp_min(1e-12)
+            w = scale / scale.sum()
+            return w[0] * loss_p, w[1] * loss_a, w[0], w[1]
+        s = self.log_vars.clamp(-self.clamp, self.clamp)
+        w = torch.stack([lam, 1 - lam]) * torch.exp(-s)
+        return w[0] * loss_p + s[0], w[1] * loss_a + s[1], w[0].detach(), w[1].detach()
+
+
 @dataclass
 class StepOutput:
     loss: torch.Tensor
     logits: Optional[torch.Tensor]   # None when pre-training (no primary stream)
     parts: dict[str, torch.Tensor]   # detached scalars for logging
+    # (primary term, auxiliary term) summing to `loss`, when both streams run: lets the engine measure each
+    # term's gradient on the shared encoder by splitting the backward pass in two.
+    terms: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
 
 class SSATModel(nn.Module):
     def __init__(self, backbone: nn.Module, aux: Optional[nn.Module] = None, lam: float = 0.1,
-                 label_smoothing: float = 0.1, primary: bool = True):
+                 label_smoothing: float = 0.1, primary: bool = True, weighting: Optional[LossWeighting] = None):
         super().__init__()
         self.backbone = backbone
         self.aux = aux
         self.primary = primary
-        self.lam = (lam if aux is not None else 1.0) if primary else 0.0
+        # Only a two-stream model has weights to choose; scratch / sslft train on the primary loss, pretrain on the
+        # auxiliary loss, each alone and unweighted.
+        self.weighting = (weighting or LossWeighting(lam)) if (aux is not None and primary) else None
         self.label_smoothing = label_smoothing
+
+    def set_progress(self, progress: float) -> None:
+        """Before each optimizer step: `progress` in [0, 1] of training (for a scheduled λ)."""
+        if self.weighting is not None:
+            self.weighting.set_progress(progress)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The encoder's trained parameters that both losses reach (the classifier head gets only the primary
+        loss's gradient): what `grad_norm_*` in metrics.jsonl is measured on."""
+        head = getattr(self.backbone.encoder, "head", None)
+        skip = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+        return [p for p in self.backbone.parameters() if p.requires_grad and id(p) not in skip]
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor,
                 aux_images: Optional[torch.Tensor] = None) -> StepOutput:
@@ -58,9 +145,10 @@ class SSATModel(nn.Module):
         if self.aux is None:
             return StepOutput(loss_primary, logits, {"loss_primary": loss_primary.detach()})
         loss_aux, aux_parts = self.aux.loss(self.backbone, aux_input, other_view, features)
-        loss = self.lam * loss_primary + (1.0 - self.lam) * loss_aux
-        parts = {"loss_primary": loss_primary.detach(), "loss_aux": loss_aux.detach(), **aux_parts}
-        return StepOutput(loss, logits, parts)
+        term_p, term_a, w_p, w_a = self.weighting(loss_primary, loss_aux)
+        parts = {"loss_primary": loss_primary.detach(), "loss_aux": loss_aux.detach(), **aux_parts,
+                 "w_primary": w_p.detach(), "w_aux": w_a.detach()}
+        return StepOutput(term_p + term_a, logits, parts, (term_p, term_a))
 
     def after_step(self, progress: float) -> None:
         """After each optimizer step: tasks with state outside the optimiser (DINO's teacher) update it."""
@@ -97,7 +185,9 @@ def build_model(cfg, *, num_classes: int, in_chans: int) -> SSATModel:
         head = getattr(backbone.encoder, "head", None)
         for p in (head.parameters() if isinstance(head, nn.Module) else []):
             p.requires_grad_(False)
-    return SSATModel(backbone, aux, lam=cfg.lam, label_smoothing=cfg.label_smoothing, primary=primary)
+    weighting = LossWeighting(cfg.lam, cfg.lambda_end, cfg.lambda_schedule, cfg.balance)
+    return SSATModel(backbone, aux, lam=cfg.lam, label_smoothing=cfg.label_smoothing, primary=primary,
+                     weighting=weighting)
 
 
 def load_pretrained_encoder(backbone: nn.Module, path: str) -> None:

@@ -6,6 +6,7 @@
     DIR/summary.json          final results (written last: its presence means the run finished)
     DIR/checkpoint-last.pt    everything needed to resume, written atomically every epoch
     DIR/model.safetensors     encoder + head only (timm key names), with the config in its metadata
+    DIR/model-best.safetensors the same, at the epoch the validation split selects (runs with one)
 
 Every file is written to a temporary name and renamed, so a killed run never leaves a half-written file."""
 
@@ -28,6 +29,7 @@ from ssat.errors import UserError
 
 CHECKPOINT = "checkpoint-last.pt"
 WEIGHTS = "model.safetensors"
+SELECTED = "model-best.safetensors"
 FORMAT = "ssat-checkpoint-v1"
 
 
@@ -53,7 +55,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.checkpoint, self.weights = self.path / CHECKPOINT, self.path / WEIGHTS
+        self.checkpoint, self.weights, self.selected = self.path / CHECKPOINT, self.path / WEIGHTS, self.path / SELECTED
         self.config, self.metrics, self.summary, self.subset = (
             self.path / n for n in ("config.yaml", "metrics.jsonl", "summary.json", "subset.json"))
 
@@ -168,3 +170,34 @@ def load_trained(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     prefix = "backbone.encoder."
     tensors = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
     return tensors, {"config": state["config"], "data": state["data"]}
+
+
+# --- finished runs ------------------------------------------------------------------------------------------
+
+def collect(paths: list[str]) -> list[dict]:
+    """summary.json of each run directory given, or of every run below a directory given."""
+    runs = []
+    for p in map(Path, paths):
+        found = [p / "summary.json"] if (p / "summary.json").is_file() else sorted(p.glob("**/summary.json"))
+        if not found:
+            raise UserError(f"{p} holds no finished run (no summary.json); pass run directories of `ssat train`")
+        runs += [{"run": str(f.parent), **json.loads(f.read_text())} for f in found]
+    return runs
+
+
+def method_label(r: dict) -> str:
+    """The run's recipe: its --tag, else the method with the options that set it apart."""
+    if r.get("tag"):
+        return r["tag"]
+    if r["method"] == "ssat":
+        extra = ""
+        if r.get("lambda_schedule") not in (None, "constant"):
+            extra += f"→{r.get('lambda_end')} {r['lambda_schedule']}"
+        if r.get("balance") not in (None, "none"):
+            extra += f", {r['balance']}"
+        if r.get("mask_ratio") not in (None, 0.75):
+            extra += f", mask {r['mask_ratio']}"
+        return f"ssat ({r.get('aux') or 'mae'}, λ={r.get('lambda')}{extra})"
+    if r["method"] == "sslft":
+        return f"sslft ({r.get('aux') or 'mae'})"
+    return r["method"]

@@ -14,42 +14,51 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from ssat.commands.table import collect
+from ssat.runs import collect, method_label
 from ssat.errors import UserError
 
 
-def method_label(r: dict) -> str:
-    if r["method"] == "ssat":
-        return f"ssat ({r.get('aux') or 'mae'}, λ={r.get('lambda')})"
-    if r["method"] == "sslft":
-        return f"sslft ({r.get('aux') or 'mae'})"
-    return r["method"]
-
-
 def setting(r: dict) -> tuple:
-    """What must match for runs to be compared: model, data, amount of data, length."""
+    """What must match for runs to be compared: model, data, amount of data, length (and input size, when the
+    run records it)."""
     amount = f"{r['per_class']}/class" if r.get("per_class") else f"{100 * (r.get('fraction') or 1):g}%"
+    if r.get("img_size"):
+        amount += f" {r['img_size']}px"
     return r["model"], r["dataset"], amount, r["epochs"]
+
+
+# What a results table can show: summary key -> what it is.
+METRICS = {"test_acc1_selected": "test top-1 (%) at the epoch the validation split selects",
+           "test_acc1": "test top-1 (%) after the last epoch",
+           "val_acc1_selected": "validation top-1 (%) at the selected epoch (what recipes are chosen on)"}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def grouped(runs: list[dict]) -> dict[tuple, list[dict]]:
-    """(setting, method label) -> the runs (one per seed)."""
+def grouped(runs: list[dict], key: str = "test_acc1") -> dict[tuple, list[dict]]:
+    """(setting, method label) -> the runs (one per seed) that have `key`."""
     groups = defaultdict(list)
     for r in runs:
-        if r.get("test_acc1") is not None:  # pre-training runs have no accuracy
+        if r.get(key) is not None:  # pre-training runs have no accuracy
             groups[(setting(r), method_label(r))].append(r)
     return groups
 
 
-def results_table(runs: list[dict]) -> list[list[str]]:
-    """Rows: model + method; columns: data set (+ amount of data and epochs when they vary)."""
-    groups = grouped(runs)
+def baseline(groups: dict, s: tuple) -> str | None:
+    """The label of the scratch recipe of setting `s`: 'scratch', or the one tagged recipe that trains scratch."""
+    labels = {m for (g, m), rs in groups.items() if g == s and all(r["method"] == "scratch" for r in rs)}
+    return "scratch" if "scratch" in labels else next(iter(labels)) if len(labels) == 1 else None
+
+
+def results_table(runs: list[dict], key: str = "test_acc1") -> list[list[str]]:
+    """Rows: model + method; columns: data set (+ amount of data and epochs when they vary); cells: mean ± std of
+    `key` over seeds, the gain over scratch's mean in brackets."""
+    groups = grouped(runs, key)
     columns = sorted({s[1:] for s, _ in groups}, key=str)
-    rows_keys = sorted({(s[0], m) for s, m in groups}, key=lambda k: (k[0], k[1] != "scratch", k[1]))
+    bases = {s: baseline(groups, s) for s, _ in groups}
+    rows_keys = sorted({(s[0], m) for s, m in groups}, key=lambda k: (k[0], k[1] not in bases.values(), k[1]))
     head = ["model", "method"] + [" ".join(map(str, (d, a, f"{e} ep"))) for d, a, e in columns]
     table = [head]
     for model, method in rows_keys:
@@ -59,13 +68,34 @@ def results_table(runs: list[dict]) -> list[list[str]]:
             if not group:
                 cells.append("")
                 continue
-            mean, std = mean_std([r["test_acc1"] for r in group])
+            mean, std = mean_std([r[key] for r in group])
             text = f"{mean:.2f}" + (f" ± {std:.2f}" if len(group) > 1 else "")
-            base = groups.get(((model, dataset, amount, epochs), "scratch"))
-            if base and method != "scratch":
-                text += f" ({mean - mean_std([r['test_acc1'] for r in base])[0]:+.2f})"
+            s = (model, dataset, amount, epochs)
+            base = groups.get((s, bases[s])) if bases.get(s) else None
+            if base and method != bases[s]:
+                text += f" ({mean - mean_std([r[key] for r in base])[0]:+.2f})"
             cells.append(text + (f" [n={len(group)}]" if len(group) > 1 else ""))
         table.append(cells)
+    return table
+
+
+def paired_gains(runs: list[dict], key: str) -> list[list[str]]:
+    """Each recipe against scratch seed by seed (same setting and seed): the mean and std of the per-seed
+    differences, and on how many seeds it won. Seeds share the data split, so pairing removes its noise."""
+    head = ["model", "setting", "method", "gain over scratch (mean ± std of paired differences)", "wins", "n"]
+    table = [head]
+    groups = grouped(runs, key)
+    for (s, method), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        label = baseline(groups, s)
+        if label is None or method == label:
+            continue
+        base = {r.get("seed"): r[key] for r in groups[(s, label)]}
+        diffs = [r[key] - base[r.get("seed")] for r in group if r.get("seed") in base]
+        if not diffs:
+            continue
+        mean, std = mean_std(diffs)
+        table.append([s[0], " ".join(map(str, (s[1], s[2], f"{s[3]} ep"))), method, f"{mean:+.2f} ± {std:.2f}",
+                      f"{sum(d > 0 for d in diffs)}/{len(diffs)}", str(len(diffs))])
     return table
 
 
@@ -73,7 +103,7 @@ def cost_table(runs: list[dict]) -> list[list[str]]:
     head = ["model", "dataset", "data", "epochs", "method", "GFLOPs/img (train step)", "train GFLOPs (total)",
             "train time (s)", "kg CO2-eq", "test acc1 (%)"]
     table = [head]
-    for (s, method), group in sorted(grouped(runs).items(), key=lambda kv: (kv[0][0], kv[0][1] != "scratch")):
+    for (s, method), group in sorted(grouped(runs).items(), key=lambda kv: (kv[0][0], kv[0][1])):
         avg = lambda key: statistics.fmean(r[key] for r in group) if all(r.get(key) is not None for r in group) \
             else None  # noqa: E731
         total = avg("total_train_gflops") or avg("train_gflops_total")
@@ -98,8 +128,9 @@ def write_csv(path: Path, table: list[list[str]]) -> None:
 
 
 def runs_rows(runs: list[dict]) -> list[list[str]]:
-    keys = ["run", "method", "aux", "lambda", "mask_ratio", "model", "dataset", "fraction", "per_class", "epochs",
-            "seed", "test_acc1", "test_acc5", "best_acc1", "train_time_s", "gflops_train_step", "train_gflops_total",
+    keys = ["run", "tag", "method", "aux", "lambda", "lambda_schedule", "lambda_end", "balance", "mask_ratio", "model",
+            "dataset", "img_size", "patch_size", "fraction", "per_class", "epochs", "seed", "test_acc1", "test_acc5",
+            "best_acc1", "val_acc1_selected", "selected_epoch", "test_acc1_selected", "train_time_s", "gflops_train_step", "train_gflops_total",
             "energy_kwh", "emissions_kg", "params"]
     perturbed = sorted({p for r in runs for p in r.get("perturbed", {})})
     return [keys + [f"acc1 {p}" for p in perturbed]] + [
@@ -178,10 +209,10 @@ def plot_curves(run: dict, out: Path) -> Path | None:
     import matplotlib.pyplot as plt
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
     epochs = [r["epoch"] for r in rows]
-    for key in ("loss", "loss_primary", "loss_aux", "val_loss"):
+    for key in ("loss", "loss_primary", "loss_aux", "val_loss", "test_loss"):
         if any(r.get(key) is not None for r in rows):
             left.plot(epochs, [r.get(key) for r in rows], marker="o", label=key)
-    for key in ("train_acc1", "val_acc1"):
+    for key in ("train_acc1", "val_acc1", "test_acc1"):
         if any(r.get(key) is not None for r in rows):
             right.plot(epochs, [r.get(key) for r in rows], marker="o", label=key)
     left.set(xlabel="epoch", ylabel="loss", title=Path(run["run"]).name)
@@ -210,9 +241,18 @@ def report(runs_dir: str, out: str | None = None) -> dict:
     results, costs = results_table(runs), cost_table(runs)
     if len(results) == 1:
         raise UserError(f"{runs_dir} holds only pre-training runs; report needs runs with a test accuracy")
-    (out_dir / "results.md").write_text(markdown(results) + "\n")
+    # With validation splits, the headline is the test accuracy of the validation-selected epoch.
+    shown = [k for k in METRICS if len(results_table(runs, k)) > 1]
+    sections = []
+    for k in shown:
+        sections.append(f"## {METRICS[k]}\n\nmean ± std over seeds, [n=seeds]; in brackets the gain over scratch's "
+                        f"mean\n\n{markdown(results_table(runs, k))}\n")
+        gains = paired_gains(runs, k)
+        if len(gains) > 1:
+            sections.append(f"Paired by seed ({k}):\n\n{markdown(gains)}\n")
+    (out_dir / "results.md").write_text("\n".join(sections))
     (out_dir / "cost.md").write_text(markdown(costs) + "\n")
-    write_csv(out_dir / "results.csv", results)
+    write_csv(out_dir / "results.csv", results_table(runs, shown[0]))
     write_csv(out_dir / "cost.csv", costs)
     write_csv(out_dir / "runs.csv", runs_rows(runs))
     sweeps = plot_sweeps(runs, out_dir)
@@ -223,9 +263,10 @@ def report(runs_dir: str, out: str | None = None) -> dict:
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}figure{display:inline-block;margin:1em}"
             "img{max-width:600px}</style></head><body>"
-            f"<h1>ssat report: {html.escape(runs_dir)}</h1><p>{len(runs)} runs. Test top-1 accuracy (%), "
+            f"<h1>ssat report: {html.escape(runs_dir)}</h1><p>{len(runs)} runs. Top-1 accuracy (%), "
             "mean ± std over seeds; in brackets the gain over scratch with the same model, data and epochs.</p>"
-            f"<h2>Results</h2>{html_table(results)}<h2>Cost</h2>{html_table(costs)}<h2>Plots</h2>{images}"
+            + "".join(f"<h2>{html.escape(METRICS[k])}</h2>{html_table(results_table(runs, k))}" for k in shown)
+            + f"<h2>Cost</h2>{html_table(costs)}<h2>Plots</h2>{images}"
             "</body></html>")
     (out_dir / "index.html").write_text(page)
     return {"runs": len(runs), "out": str(out_dir), "plots": len(sweeps), "curves": len(curves)}

@@ -5,6 +5,9 @@
     out: runs                    # default: runs
     base: {dataset: digits, epochs: 10, model: vit_tiny}     # options every run shares
     grid: {method: [scratch, ssat], lambda: [0.1, 0.5], seed: [0, 1]}   # every combination
+    arms:                        # optional: named recipes, each crossed with the grid (its name is the run's tag)
+      scratch: {method: scratch}
+      ssat-ref: {method: ssat, lambda: 0.1}
 
 A point whose summary.json exists is skipped, one with a checkpoint is resumed, so a killed sweep continues where it
 stopped. Options that do not apply to a method are dropped from its identity (scratch has no λ, mask ratio or
@@ -27,7 +30,8 @@ from ssat.config import Config
 from ssat.errors import UserError
 
 # Grid keys that only mean something when the method trains an auxiliary task.
-AUX_ONLY = {"lam", "aux", "mask_ratio", "decoder_dim", "decoder_depth", "decoder_heads", "norm_pix_loss",
+AUX_ONLY = {"lam", "lambda_schedule", "lambda_end", "balance", "aux", "mask_ratio", "decoder_dim", "decoder_depth",
+            "decoder_heads", "norm_pix_loss",
             "temperature", "dino_out_dim", "teacher_temp", "ema_momentum"}
 SHORT = {"lam": "lambda"}
 
@@ -41,34 +45,48 @@ def read_sweep(path: str) -> dict:
     except yaml.YAMLError as e:
         raise UserError(f"sweep file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("grid", {}), dict) or \
-            not isinstance(spec.get("base", {}), dict):
-        raise UserError(f"sweep file {p}: expected a mapping with 'name', 'base' (options) and 'grid' (option: list)")
+            not isinstance(spec.get("base", {}), dict) or not isinstance(spec.get("arms", {}), dict):
+        raise UserError(f"sweep file {p}: expected a mapping with 'name', 'base' (options), 'grid' (option: list) "
+                        f"and optionally 'arms' (name: options)")
     spec.setdefault("name", p.stem)
     return spec
 
 
+def _norm(k) -> str:
+    return "lam" if k == "lambda" else str(k).replace("-", "_")
+
+
 def points(spec: dict) -> list[tuple[str, dict]]:
-    """(folder name, options) for every distinct grid point."""
-    norm = lambda k: "lam" if k == "lambda" else str(k).replace("-", "_")  # noqa: E731
-    base = {norm(k): v for k, v in (spec.get("base") or {}).items()}
-    grid = {norm(k): (v if isinstance(v, list) else [v]) for k, v in (spec.get("grid") or {}).items()}
+    """(folder name, options) for every distinct grid point (× every arm, when the sweep names arms)."""
+    base = {_norm(k): v for k, v in (spec.get("base") or {}).items()}
+    grid = {_norm(k): (v if isinstance(v, list) else [v]) for k, v in (spec.get("grid") or {}).items()}
+    arms = spec.get("arms") or {"": {}}
+    if not isinstance(arms, dict) or not all(isinstance(a, dict) for a in arms.values()):
+        raise UserError("sweep: 'arms' must map each arm's name to its options, e.g. {scratch: {method: scratch}}")
+    arms = {str(name): {_norm(k): v for k, v in a.items()} for name, a in arms.items()}
     known = {f for f in Config.__dataclass_fields__}
-    unknown = sorted((set(base) | set(grid)) - known)
+    unknown = sorted((set(base) | set(grid) | {k for a in arms.values() for k in a}) - known)
     if unknown:
         raise UserError(f"sweep: unknown option(s) {', '.join(unknown)}; see `ssat train --help`")
+    both = sorted(set(grid) & {k for a in arms.values() for k in a})
+    if both:
+        raise UserError(f"sweep: {', '.join(both)} is set both by the grid and by an arm; set it in one place")
     seen, out = set(), []
-    for values in itertools.product(*grid.values()):
-        options = {**base, **dict(zip(grid, values))}
-        method = options.get("method", Config.method)
-        identity = {k: v for k, v in zip(grid, values)
-                    if not (k in AUX_ONLY and method in ("scratch", "sslft") and k != "aux") and
-                    not (k == "aux" and method == "scratch")}
-        key = tuple(sorted(identity.items()))
-        if key in seen:
-            continue
-        seen.add(key)
-        name = "-".join(f"{SHORT.get(k, k)}={v}" for k, v in identity.items()) or "run"
-        out.append((name, options))
+    for arm, arm_options in arms.items():
+        for values in itertools.product(*grid.values()):
+            options = {**base, **dict(zip(grid, values)), **arm_options}
+            if arm:
+                options.setdefault("tag", arm)
+            method = options.get("method", Config.method)
+            identity = {k: v for k, v in zip(grid, values)
+                        if not (k in AUX_ONLY and method in ("scratch", "sslft") and k != "aux") and
+                        not (k == "aux" and method == "scratch")}
+            key = (arm, tuple(sorted(identity.items())))
+            if key in seen:
+                continue
+            seen.add(key)
+            name = "-".join(([f"arm={arm}"] if arm else []) + [f"{SHORT.get(k, k)}={v}" for k, v in identity.items()])
+            out.append((name or "run", options))
     return out
 
 

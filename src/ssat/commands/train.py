@@ -28,8 +28,8 @@ from ssat.errors import UserError
 from ssat.hostmem import keep_freed_memory
 from ssat.auxtasks import AUX_VIEWS
 from ssat.objective import METHODS, SSATModel, build_model
-from ssat.runs import RunDir, atomic_write_text, load_checkpoint, rng_state, save_checkpoint, save_weights, \
-    seed_everything, set_rng_state
+from ssat.runs import RunDir, atomic_write_text, load_checkpoint, load_trained, rng_state, save_checkpoint, \
+    save_weights, seed_everything, set_rng_state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,52 +86,84 @@ def use_memory_loader(cfg: Config, data: DataBundle) -> bool:
     return fits
 
 
-def training_subset(cfg: Config, data: DataBundle, log: Callable[[str], None], saved: Optional[Path] = None):
-    """The run's training indices: a resumed run's own subset.json, else --subset-file / --per-class / --fraction."""
+def training_subset(cfg: Config, data: DataBundle, log: Callable[[str], None],
+                    saved: Optional[Path] = None) -> tuple[list[int], list[int]]:
+    """The run's (training, validation) indices: a resumed run's own subset.json, else --subset-file /
+    --per-class / --fraction, with --val-fraction / --val-per-class held out of them."""
     source = str(saved) if saved is not None and saved.is_file() else cfg.subset_file
-    indices = choose(data.train_targets, fraction=cfg.fraction, n_per_class=cfg.per_class, seed=cfg.subset_seed,
-                     subset_file=source, dataset=cfg.dataset)
-    if len(indices) < len(data.train_targets):
+    indices, val = choose(data.train_targets, fraction=cfg.fraction, n_per_class=cfg.per_class, seed=cfg.subset_seed,
+                          subset_file=source, dataset=cfg.dataset, val_fraction=cfg.val_fraction,
+                          val_per_class=cfg.val_per_class)
+    if len(indices) + len(val) < len(data.train_targets):
         counts = class_counts(data.train_targets, indices)
         how = (f"subset {source}" if source else f"{cfg.per_class} per class" if cfg.per_class
                else f"fraction {cfg.fraction}")
-        log(f"{how}: {len(indices)} of {len(data.train_targets)} training images; per class "
+        log(f"{how}: {len(indices) + len(val)} of {len(data.train_targets)} training images; per class "
             + ", ".join(f"{data.classes[c]}={n}" for c, n in list(counts.items())[:20])
             + (" ..." if len(counts) > 20 else ""))
-    return indices
+    if val:
+        log(f"validation split: {len(val)} training images held out (stratified, seed {cfg.subset_seed}), "
+            f"{len(indices)} left to train on")
+    elif cfg.val_fraction or cfg.val_per_class:
+        raise UserError(f"--val-fraction {cfg.val_fraction} / --val-per-class {cfg.val_per_class} holds out no "
+                        f"image of {len(indices)} training images (every class keeps one); raise it or use more data")
+    return indices, val
 
 
-def subset_record(cfg: Config, data: DataBundle, indices: list[int]) -> dict:
+def subset_record(cfg: Config, data: DataBundle, indices: list[int], val: list[int]) -> dict:
     counts = class_counts(data.train_targets, indices)
     return {"dataset": cfg.dataset, "n_full": len(data.train_targets), "fraction": cfg.fraction,
             "per_class": cfg.per_class, "subset_seed": cfg.subset_seed, "subset_file": cfg.subset_file,
-            "class_counts": {data.classes[c]: n for c, n in counts.items()}, "indices": indices}
+            "class_counts": {data.classes[c]: n for c, n in counts.items()}, "indices": indices,
+            "val_fraction": cfg.val_fraction, "val_per_class": cfg.val_per_class,
+            "val_class_counts": {data.classes[c]: n for c, n in class_counts(data.train_targets, val).items()},
+            "val_indices": val}
+
+
+@dataclass
+class Loaders:
+    """What a run reads: the training batches, the test split and (with a validation split) the held-out
+    training images, the last two un-augmented."""
+    train: object
+    test: object
+    val: Optional[object]
+    path: str  # 'memory' or 'pil'
 
 
 def make_loaders(cfg: Config, data: DataBundle, device: torch.device, log: Callable[[str], None],
-                 world: World = World(), indices: Optional[list[int]] = None):
-    """-> (train loader, test loader, which path). Both yield (images, targets[, aux_images]) batches."""
-    indices = indices if indices is not None else training_subset(cfg, data, log)
+                 world: World = World(), indices: Optional[list[int]] = None,
+                 val: Optional[list[int]] = None) -> Loaders:
+    """Every loader yields (images, targets[, aux_images]) batches."""
+    if indices is None:
+        indices, val = training_subset(cfg, data, log)
+    val = val or []
     mode = crop_mode(cfg)
+    eval_batch = max(cfg.batch_size, 256)
     if use_memory_loader(cfg, data):
-        train_images = to_tensor(array_images(data.train)[indices], data.in_chans)
+        all_train = to_tensor(array_images(data.train), data.in_chans)
+        train_images = all_train[indices]
         if mode != "rrc":  # crops of the padded image happen per batch; resizing once is enough
             train_images = resize_uint8(train_images, cfg.img_size)
-        test_images = resize_uint8(to_tensor(array_images(data.test), data.in_chans), cfg.img_size,
-                                   crop_pct=0.875 if mode == "rrc" else 1.0)
+        as_eval = lambda x: resize_uint8(x, cfg.img_size, crop_pct=0.875 if mode == "rrc" else 1.0)  # noqa: E731
         augment = BatchAugment(size=cfg.img_size, crop=mode, hflip=cfg.hflip, rand_augment=cfg.rand_augment,
                                reprob=cfg.reprob, mean=data.mean, std=data.std)
         common = dict(device=device, mean=data.mean, std=data.std, rank=world.rank, world_size=world.size)
         train_loader = MemoryLoader(train_images, [data.train_targets[i] for i in indices], augment=augment,
                                     batch_size=cfg.batch_size, two_views=cfg.two_views, seed=cfg.seed, **common)
-        test_loader = MemoryLoader(test_images, data.test.labels, batch_size=max(cfg.batch_size, 256), **common)
-        return train_loader, test_loader, "memory"
+        test_loader = MemoryLoader(as_eval(to_tensor(array_images(data.test), data.in_chans)), data.test.labels,
+                                   batch_size=eval_batch, **common)
+        val_loader = MemoryLoader(as_eval(all_train[val]), [data.train_targets[i] for i in val],
+                                  batch_size=eval_batch, **common) if val else None
+        return Loaders(train_loader, test_loader, val_loader, "memory")
 
     train_tf = train_transform(cfg, data.mean, data.std, data.native_size, cfg.hflip)
+    eval_tf = eval_transform(cfg, data.mean, data.std)
     train_set = Subset(Transformed(data.train, train_tf, train_tf if cfg.two_views else None), indices)
-    test_set = Transformed(data.test, eval_transform(cfg, data.mean, data.std))
+    test_set = Transformed(data.test, eval_tf)
+    val_set = Subset(Transformed(data.train, eval_tf), val) if val else None
     if world.distributed:  # each rank evaluates a strided share; the sums are all-reduced
         test_set = Subset(test_set, range(world.rank, len(test_set), world.size))
+        val_set = Subset(val_set, range(world.rank, len(val_set), world.size)) if val_set is not None else None
     workers = cfg.workers if cfg.workers is not None else (0 if device.type == "cpu" else min(8, os.cpu_count()))
     # Full batches only (as the reference), unless the subset is smaller than one batch.
     drop_last = len(train_set) >= cfg.batch_size * world.size
@@ -140,8 +172,9 @@ def make_loaders(cfg: Config, data: DataBundle, device: torch.device, log: Calla
     common = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False)
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                               drop_last=drop_last, **common)
-    test_loader = DataLoader(test_set, batch_size=max(cfg.batch_size, 256), shuffle=False, **common)
-    return train_loader, test_loader, "pil"
+    test_loader = DataLoader(test_set, batch_size=eval_batch, shuffle=False, **common)
+    val_loader = DataLoader(val_set, batch_size=eval_batch, shuffle=False, **common) if val_set is not None else None
+    return Loaders(train_loader, test_loader, val_loader, "pil")
 
 
 def epoch_images(loader) -> int:
@@ -210,15 +243,24 @@ def _pretrain_then_finetune(cfg: Config, resume, log, state, world: World, devic
 class Progress:
     """How far a run got: what its checkpoint records beside the weights and optimiser state."""
     epoch: int = 0              # epochs finished
-    best_acc1: float = 0.0
+    best_acc1: Optional[float] = None  # best test top-1 over the epochs the test split was evaluated (optimistic)
     best_epoch: int = 0
     train_time_s: float = 0.0   # training steps only, over all sessions of a resumed run
     wall_time_s: float = 0.0    # training + evaluation
+    selected_epoch: int = 0     # the epoch the validation split selects (0: none yet / no validation split)
+    selected_val_acc1: Optional[float] = None
+    selected_val_loss: Optional[float] = None
 
     @classmethod
     def from_checkpoint(cls, state: dict) -> "Progress":
-        return cls(state["epoch"], state["best_acc1"], state["best_epoch"], state["train_time_s"],
-                   state["wall_time_s"])
+        fields = cls.__dataclass_fields__
+        return cls(**{k: state[k] for k in fields if k in state})
+
+    def selects(self, val: dict) -> bool:
+        """Is this epoch's validation result the best so far? Higher top-1, ties broken by lower loss."""
+        if self.selected_val_acc1 is None:
+            return True
+        return (val["acc1"], -val["loss"]) > (self.selected_val_acc1, -self.selected_val_loss)
 
 
 @dataclass
@@ -229,8 +271,7 @@ class Training:
     data: DataBundle
     model: SSATModel                # state is read from here ...
     step_model: torch.nn.Module     # ... while this runs the step (the model, wrapped for DDP and/or compiled)
-    train_loader: object
-    test_loader: object
+    loaders: Loaders
     optimizer: torch.optim.Optimizer
     scheduler: object
     scaler: torch.amp.GradScaler
@@ -239,6 +280,15 @@ class Training:
     amp_dtype: Optional[torch.dtype]
     world: World
     log: Callable[[str], None]
+
+    @property
+    def train_loader(self):
+        return self.loaders.train
+
+
+def test_epochs(cfg: Config, has_val: bool) -> int:
+    """--eval-every resolved: every epoch without a validation split, only after the last with one (0)."""
+    return cfg.eval_every if cfg.eval_every is not None else (0 if has_val else 1)
 
 
 def _train(cfg: Config, resume, log, state, world: World, device: torch.device) -> dict:
@@ -256,11 +306,12 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
     if state is not None and state["data"]["classes"] != data.classes:
         raise UserError(f"checkpoint {resume} was trained on other classes than {cfg.dataset} at "
                         f"{cfg.data_root}; resume with the same data")
-    indices = training_subset(cfg, data, log, saved=run.subset if state is not None else None)
+    indices, val = training_subset(cfg, data, log, saved=run.subset if state is not None else None)
     if world.is_main:
         run.create().write_config(cfg)
-        atomic_write_text(run.subset, json.dumps(subset_record(cfg, data, indices)))
-    train_loader, test_loader, data_path = make_loaders(cfg, data, device, log, world, indices)
+        atomic_write_text(run.subset, json.dumps(subset_record(cfg, data, indices, val)))
+    loaders = make_loaders(cfg, data, device, log, world, indices, val)
+    train_loader = loaders.train
 
     seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model: SSATModel = build_model(cfg, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
@@ -304,9 +355,9 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
     n_params = sum(p.numel() for p in model.backbone.parameters())
     n_params_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"{cfg.method} {cfg.model} on {cfg.dataset}: {epoch_images(train_loader) * world.size} train / "
-        f"{len(data.test)} test images, {cfg.img_size}px, patch {cfg.patch_size}, "
+        + (f"{len(val)} validation / " if val else "") + f"{len(data.test)} test images, {cfg.img_size}px, patch {cfg.patch_size}, "
         f"{n_params / 1e6:.2f}M params ({n_params_train / 1e6:.2f}M trained), lr {lr:.2e} (batch {effective_batch}), "
-        f"{device}" + (f" {amp_dtype}" if amp_dtype else "") + f", {data_path} data path"
+        f"{device}" + (f" {amp_dtype}" if amp_dtype else "") + f", {loaders.path} data path"
         + (f", {world.size} processes" if world.distributed else ""))
 
     costs = {}
@@ -318,14 +369,14 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
             torch.cuda.reset_peak_memory_stats(device)
     meter = cost.EnergyMeter(cfg.country, cfg.energy) if world.is_main else None
     try:
-        summary = _epochs(Training(cfg, run, data, model, step_model, train_loader, test_loader, optimizer,
-                                   scheduler, scaler, updates_per_epoch, device, amp_dtype, world, log), progress)
+        summary = _epochs(Training(cfg, run, data, model, step_model, loaders, optimizer, scheduler, scaler,
+                                   updates_per_epoch, device, amp_dtype, world, log), progress)
     finally:
         energy = _add_energy(run, meter.stop()) if meter is not None else None
     if not world.is_main:
         return {}
     summary.update(params=n_params, params_train=n_params_train, lr=lr, batch_size=effective_batch,
-                   data_path=data_path, **costs, **energy, **cost.peak_memory_gb(device),
+                   data_path=loaders.path, **costs, **energy, **cost.peak_memory_gb(device),
                    hardware=cost.hardware(device))
     summary["train_gflops_total"] = round(costs["gflops_train_step"] * summary["images_seen"], 1)
     run.write_summary(summary)
@@ -350,6 +401,10 @@ def _epochs(t: Training, progress: Progress) -> dict:
     cfg, model, world = t.cfg, t.model, t.world
     start = Progress(**asdict(progress))
     total_updates = cfg.epochs * t.updates_per_epoch
+    every = test_epochs(cfg, t.loaders.val is not None)
+    selected = _load_selected(t, progress)  # encoder weights of the validation-selected epoch (None: none yet)
+    evaluate = lambda loader: engine.evaluate(model.backbone, loader, device=t.device,  # noqa: E731
+                                              amp_dtype=t.amp_dtype, world=world)
     for epoch in range(progress.epoch, cfg.epochs):
         # Re-seed every epoch from (seed, epoch, rank): a resumed epoch draws exactly the same augmentations,
         # shuffles, masks and drop-path as in an uninterrupted run.
@@ -363,20 +418,31 @@ def _epochs(t: Training, progress: Progress) -> dict:
                                     device=t.device, amp_dtype=t.amp_dtype, accum_steps=cfg.accum_steps,
                                     clip_grad=cfg.clip_grad, world=world,
                                     progress=not cfg.quiet and world.is_main and sys.stderr.isatty(),
-                                    after_step=lambda update: model.after_step(update / total_updates))
+                                    before_update=lambda update: model.set_progress(update / total_updates),
+                                    after_step=lambda update: model.after_step(update / total_updates),
+                                    probe_params=model.shared_parameters(), probe_every=cfg.grad_norm_every)
         t1 = time.perf_counter()
         # Pre-training has no classifier to evaluate (the head is untrained); its product is the encoder.
-        ev = engine.evaluate(model.backbone, t.test_loader, device=t.device, amp_dtype=t.amp_dtype, world=world) \
-            if model.primary else {"acc1": None, "acc5": None, "loss": None}
+        last = epoch + 1 == cfg.epochs
+        va = evaluate(t.loaders.val) if model.primary and t.loaders.val is not None else None
+        te = evaluate(t.loaders.test) if model.primary and (last or (every and (epoch + 1) % every == 0)) else None
         epoch_time = time.perf_counter() - t0
         progress.epoch = epoch + 1
         progress.train_time_s += t1 - t0
         progress.wall_time_s += epoch_time
-        if ev["acc1"] is not None and ev["acc1"] > progress.best_acc1:
-            progress.best_acc1, progress.best_epoch = ev["acc1"], epoch + 1
+        if te is not None and (progress.best_acc1 is None or te["acc1"] > progress.best_acc1):
+            progress.best_acc1, progress.best_epoch = te["acc1"], epoch + 1
+        if va is not None and progress.selects(va):
+            progress.selected_epoch, progress.selected_val_acc1, progress.selected_val_loss = \
+                epoch + 1, va["acc1"], va["loss"]
+            selected = {k: v.detach().to("cpu", copy=True) for k, v in model.backbone.encoder.state_dict().items()}
+            if world.is_main:
+                save_weights(t.run.selected, selected, _weights_meta(t) | {"epoch": epoch + 1})
         row = {"epoch": epoch + 1, "lr": tr["lr"], "loss": tr["loss"], "loss_primary": tr.get("loss_primary"),
                "loss_aux": tr.get("loss_aux"), "train_acc1": tr.get("acc1"), "train_acc5": tr.get("acc5"),
-               "val_loss": ev["loss"], "val_acc1": ev["acc1"], "val_acc5": ev["acc5"],
+               **{k: tr[k] for k in WEIGHT_KEYS if k in tr},
+               **{f"val_{k}": (va or {}).get(k) for k in ("acc1", "acc5", "loss")},
+               **{f"test_{k}": (te or {}).get(k) for k in ("acc1", "acc5", "loss")},
                "epoch_time_s": round(epoch_time, 3)}
         distributed.assert_in_sync(world, model)
         if world.is_main:
@@ -386,33 +452,84 @@ def _epochs(t: Training, progress: Progress) -> dict:
                 "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(), **asdict(progress),
                 "rng": rng_state(), "config": cfg.to_dict(), "data": data_meta(t.data), "world_size": world.size})
         world.barrier()  # no rank runs ahead of the checkpoint it would resume from
-        parts = f" (primary {tr['loss_primary']:.4f}, aux {tr['loss_aux']:.4f})" if "loss_aux" in tr and \
-            "loss_primary" in tr else ""
-        accuracy = f"  train acc {tr['acc1']:.1f}  val acc1 {ev['acc1']:.2f} acc5 {ev['acc5']:.2f}" \
-            if model.primary else ""
-        t.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {tr['loss']:.4f}{parts}{accuracy}  {epoch_time:.1f}s")
+        t.log(f"epoch {epoch + 1}/{cfg.epochs}  {_epoch_line(tr, va, te)}  {epoch_time:.1f}s")
 
+    if not world.is_main and t.loaders.val is None:
+        return {}
+    last_row = t.run.read_metrics()[-1] if world.is_main else {}
+    final = {k: last_row.get(f"test_{k}") for k in ("acc1", "acc5", "loss")}
+    if world.is_main:
+        save_weights(t.run.weights, model.backbone.encoder.state_dict(), _weights_meta(t))
+    at_selected = None
+    if selected is not None:  # test accuracy of the validation-selected weights (every rank takes its share)
+        if progress.selected_epoch == progress.epoch and world.is_main:
+            at_selected = final
+        elif progress.selected_epoch != progress.epoch:
+            model.backbone.encoder.load_state_dict(selected)
+            at_selected = evaluate(t.loaders.test)
     if not world.is_main:
         return {}
-    save_weights(t.run.weights, model.backbone.encoder.state_dict(),
-                 {"config": cfg.to_dict(), "data": data_meta(t.data),
-                  "timm": {"name": model.backbone.timm_name, **model.backbone.timm_kwargs}})
-    return _summary(t, start, progress)
+    return _summary(t, start, progress, final, at_selected)
 
 
-def _summary(t: Training, start: Progress, end: Progress) -> dict:
+# Per-epoch means the step reports besides the losses: the loss weights and the gradient-norm probes.
+WEIGHT_KEYS = ("w_primary", "w_aux", "grad_norm_primary", "grad_norm_aux", "grad_cos")
+
+
+def _epoch_line(tr: dict, va: Optional[dict], te: Optional[dict]) -> str:
+    text = f"loss {tr['loss']:.4f}"
+    if "loss_aux" in tr and "loss_primary" in tr:
+        text += f" (primary {tr['loss_primary']:.4f}, aux {tr['loss_aux']:.4f}, w {tr['w_primary']:.3f})"
+    if "acc1" in tr:
+        text += f"  train acc {tr['acc1']:.1f}"
+    if va is not None:
+        text += f"  val acc1 {va['acc1']:.2f}"
+    if te is not None:
+        text += f"  test acc1 {te['acc1']:.2f} acc5 {te['acc5']:.2f}"
+    return text
+
+
+def _weights_meta(t: Training) -> dict:
+    return {"config": t.cfg.to_dict(), "data": data_meta(t.data),
+            "timm": {"name": t.model.backbone.timm_name, **t.model.backbone.timm_kwargs}}
+
+
+def _load_selected(t: Training, progress: Progress) -> Optional[dict]:
+    """A resumed run's validation-selected weights, read back from model-best.safetensors."""
+    if not progress.selected_epoch:
+        return None
+    if not t.run.selected.is_file():
+        raise UserError(f"{t.run.path} records epoch {progress.selected_epoch} as the validation-selected one but "
+                        f"{t.run.selected.name} is missing; restore it or start the run afresh with another --out")
+    tensors, _ = load_trained(t.run.selected)
+    return tensors
+
+
+def _summary(t: Training, start: Progress, end: Progress, final: dict, at_selected: Optional[dict]) -> dict:
     """The run's summary.json (before costs are added); `start` is where this session began (a resumed run)."""
     cfg, world, loader = t.cfg, t.world, t.train_loader
-    last = t.run.read_metrics()[-1]
     primary = t.model.primary
+    two_streams = t.model.weighting is not None
+    last = t.run.read_metrics()[-1]
     return {
         "method": cfg.method, "aux": cfg.aux if METHODS[cfg.method][1] else None, "model": cfg.model,
-        "dataset": cfg.dataset, "fraction": cfg.fraction, "per_class": cfg.per_class, "epochs": cfg.epochs,
-        "seed": cfg.seed,
+        "tag": cfg.tag, "dataset": cfg.dataset, "fraction": cfg.fraction, "per_class": cfg.per_class,
+        "epochs": cfg.epochs, "seed": cfg.seed,
         "lambda": cfg.lam if cfg.method == "ssat" else None,
+        "lambda_schedule": cfg.lambda_schedule if two_streams else None,
+        "lambda_end": (cfg.lam if cfg.lambda_end is None else cfg.lambda_end) if two_streams else None,
+        "balance": cfg.balance if two_streams else None,
+        "final_w_primary": last.get("w_primary"), "final_w_aux": last.get("w_aux"),
         "mask_ratio": cfg.mask_ratio if METHODS[cfg.method][1] and cfg.aux == "mae" else None,
         "init": cfg.init, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
-        "test_acc1": last["val_acc1"], "test_acc5": last["val_acc5"], "test_loss": last["val_loss"],
+        "test_acc1": final["acc1"], "test_acc5": final["acc5"], "test_loss": final["loss"],
+        "val_fraction": cfg.val_fraction, "val_per_class": cfg.val_per_class,
+        "n_val": len(t.loaders.val.images) if isinstance(t.loaders.val, MemoryLoader)
+        else len(t.loaders.val.dataset) if t.loaders.val is not None else 0,
+        "selected_epoch": end.selected_epoch or None, "val_acc1_selected": end.selected_val_acc1,
+        "test_acc1_selected": at_selected["acc1"] if at_selected else None,
+        "test_acc5_selected": at_selected["acc5"] if at_selected else None,
+        "eval_every": test_epochs(cfg, t.loaders.val is not None),
         "best_acc1": end.best_acc1 if primary else None, "best_epoch": end.best_epoch if primary else None,
         "train_time_s": round(end.train_time_s, 2), "wall_time_s": round(end.wall_time_s, 2),
         "train_images_per_s": round(epoch_images(loader) * world.size * (end.epoch - start.epoch)
