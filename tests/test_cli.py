@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,6 +93,28 @@ def test_yaml_config_is_overridden_by_flags(tmp_path, tiny_flags):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lambda"] == 0.3 and summary["mask_ratio"] == 0.6
     assert summary["lr"] == pytest.approx(2e-3 * 64 / 256)
+
+
+def test_preset_sits_below_yaml_and_flags(tmp_path):
+    import yaml
+    from ssat.cli import build_parser, config_from_args
+    paper = yaml.safe_load((Path(__file__).parents[1] / "src/ssat/presets/paper.yaml").read_text())
+    cfg, _ = config_from_args(build_parser().parse_args(["train", "--preset", "paper"]))
+    assert (cfg.img_size, cfg.patch_size, cfg.init, cfg.lam, cfg.val_fraction, cfg.eval_every) == \
+        (paper["img_size"], paper["patch_size"], "mae", 0.1, 0.0, 1)
+    assert (cfg.rand_augment, cfg.reprob, cfg.crop, cfg.epochs) == ("rand-m9-mstd0.5-inc1", 0.25, "rrc", 100)
+    (tmp_path / "c.yaml").write_text("preset: paper\nepochs: 7\nlambda: 0.3\n")
+    cfg, _ = config_from_args(build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml"),
+                                                          "--lambda", "0.4"]))
+    assert (cfg.preset, cfg.epochs, cfg.lam, cfg.img_size) == ("paper", 7, 0.4, 224)
+    cfg, _ = config_from_args(build_parser().parse_args(["train", "--preset", "paper", "--img-size", "32",
+                                                          "--patch-size", "4"]))
+    assert (cfg.img_size, cfg.patch_size, cfg.init) == (32, 4, "mae")
+
+
+def test_unknown_preset_is_a_one_line_error(capsys, tmp_path, tiny_flags):
+    assert "unknown preset 'reference'; choose one of: " in run_error(
+        capsys, ["train", *tiny_flags, "--preset", "reference", "--out", str(tmp_path / "r")])
 
 
 def test_yaml_with_an_unknown_key_is_refused(tmp_path, tiny_flags, capsys):

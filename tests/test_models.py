@@ -24,11 +24,12 @@ def test_every_registered_vit_trains_a_step(tiny_cfg, name, size, chans):
     assert not torch.equal(before, model.backbone.encoder.blocks[0].attn.qkv.weight)
 
 
-@pytest.mark.parametrize("name,dim,depth,heads", [("vit_tiny", 192, 12, 3), ("vit_small", 384, 12, 6),
-                                                  ("vit_base", 768, 12, 12)])
-def test_registered_vits_have_the_papers_sizes(name, dim, depth, heads):
+@pytest.mark.parametrize("name,dim,depth,heads,mlp", [("vit_tiny", 192, 12, 3, 768), ("vit_small", 384, 12, 6, 1536),
+                                                      ("vit_base", 768, 12, 12, 3072), ("vit_mini", 128, 6, 4, 256)])
+def test_registered_vits_have_the_papers_sizes(name, dim, depth, heads, mlp):
     enc = build_backbone(name, img_size=32, patch_size=4, in_chans=3, num_classes=10).encoder
     assert (enc.embed_dim, len(enc.blocks), enc.blocks[0].attn.num_heads) == (dim, depth, heads)
+    assert enc.blocks[0].mlp.fc1.out_features == mlp
     assert enc.patch_embed.grid_size == (8, 8)
 
 

@@ -138,3 +138,19 @@ def test_grid_and_arm_setting_the_same_option_is_refused(tmp_path, capsys):
                                     "arms": {"a": {"method": "ssat", "lambda": 0.5}}}))
     assert main(["sweep", str(path)]) == 2
     assert "lam is set both by the grid and by an arm" in capsys.readouterr().err
+
+
+def test_parallel_sweep_divides_the_cpu_threads_among_its_processes(tmp_path, monkeypatch):
+    seen = []
+
+    class Done:
+        returncode, stderr = 0, ""
+
+    def fake_run(cmd, **kw):
+        seen.append(kw["env"]["OMP_NUM_THREADS"])
+        return Done()
+    monkeypatch.setattr(sweep_mod.subprocess, "run", fake_run)
+    monkeypatch.setattr(sweep_mod.os, "cpu_count", lambda: 8)
+    path = write_sweep(tmp_path, {"seed": [0, 1, 2]})
+    sweep_mod.sweep(str(path), parallel=2, quiet=True)
+    assert seen == ["4", "4", "4"]

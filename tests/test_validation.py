@@ -145,7 +145,8 @@ def test_scratch_logs_no_weights(tmp_path, tiny_flags):
 @pytest.mark.parametrize("argv,message", [
     (["--val-fraction", "1"], "--val-fraction must be in [0, 1), got 1.0"),
     (["--val-fraction", "-0.1"], "--val-fraction must be in [0, 1)"),
-    (["--val-fraction", "nan"], "--val-fraction must be in [0, 1)"),
+    (["--val-fraction", "nan"], "option 'val_fraction' must be a finite number, got nan"),
+    (["--lr", "inf"], "option 'lr' must be a finite number, got inf"),
     (["--val-per-class", "0"], "--val-per-class must be at least 1, got 0"),
     (["--val-per-class", "2", "--val-fraction", "0.1"], "--val-per-class and --val-fraction exclude each other"),
     (["--eval-every", "-1"], "--eval-every must be >= 0, got -1"),

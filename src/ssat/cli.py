@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from ssat.config import Config, load_yaml
+from ssat.config import Config, load_yaml, preset_names
 from ssat.errors import UserError
 
-# What may differ when a run is resumed: where/how it runs and how long, never what it computes.
-RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "country", "energy"}
+# What may differ when a run is resumed: where/how it runs and how long, and the step size.
+RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "country", "energy",
+             "lr", "blr", "clip_grad"}  # the last three: to go on after a divergence
 
 
 class Parser(argparse.ArgumentParser):
@@ -51,6 +52,7 @@ def registry_epilog() -> str:
     lines = ["models:"] + [f"  {n:<12} {s.description}" for n, s in MODELS.items()]
     lines += ["data sets:"] + [f"  {n:<12} {s.description}" for n, s in DATASETS.items()]
     lines += [f"methods: {', '.join(METHODS)}    auxiliary tasks: {', '.join(AUX_TASKS)}"]
+    lines += [f"presets (--preset): {', '.join(preset_names())}"]
     return "\n".join(lines)
 
 
@@ -190,8 +192,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[dict]]:
         run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
         return Config.from_dict({**state["config"], **given, "out": str(run_dir)}, source="command line"), state
     base = load_yaml(args.config) if args.config else {}
-    cfg = Config.from_dict({**base}, source=args.config or "config")
-    return Config.from_dict({**cfg.to_dict(), **given}, source="command line"), None
+    Config.from_dict({**base}, source=args.config or "config")  # its own errors name the file
+    return Config.from_dict({**base, **given}, source="command line"), None
 
 
 # command -> (module, function(args) -> exit code); imported only when used, so `ssat --help` stays fast.

@@ -5,6 +5,7 @@ directory are all generated from / checked against the `Config` dataclass below.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -132,6 +133,8 @@ class Config:
     eval_every: Optional[int] = opt(None, "evaluate the test split every K epochs (and always after the last); "
                                           "default: every epoch without a validation split, only after the last "
                                           "with one; 0 = only after the last", "run")
+    preset: Optional[str] = opt(None, "start from a named recipe (`ssat train --help` lists them; 'paper' is the "
+                                      "reference implementation's); --config and flags override its values", "run")
     tag: Optional[str] = opt(None, "a name for this run's recipe in `ssat table` / `ssat report` (default: "
                                    "derived from the method and its options)", "run")
     deterministic: bool = opt(False, "deterministic algorithms (bit-identical reruns and resumes on CPU)", "run")
@@ -152,6 +155,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "Config":
+        """Defaults < the named --preset's values < `values`."""
+        if values.get("preset") is not None:
+            values = {**preset_values(str(values["preset"])), **values}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -179,8 +185,10 @@ class Config:
                     raise ValueError
                 elif kind == "str":
                     value = str(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise UserError(f"{source}: option '{f.name}' must be a {kind}, got {value!r}") from None
+            if kind == "float" and not math.isfinite(value):
+                raise UserError(f"{source}: option '{f.name}' must be a finite number, got {value}")
             setattr(self, f.name, value)
 
     def validate(self) -> "Config":
@@ -270,6 +278,22 @@ def default_patch_size(img_size: int, model: str = "vit_tiny") -> int:
     if model in MODELS and MODELS[model].hierarchical:
         return 2 if img_size < 64 else 4
     return 2 if img_size < 16 else 4 if img_size < 64 else 16
+
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def preset_values(name: str) -> dict:
+    """A named recipe's options (ssat/presets/NAME.yaml)."""
+    if name not in preset_names():
+        raise UserError(f"unknown preset '{name}'; choose one of: {', '.join(preset_names())}")
+    values = load_yaml(PRESETS / f"{name}.yaml")
+    values.pop("preset", None)
+    return values
 
 
 def load_yaml(path: str | Path) -> dict:

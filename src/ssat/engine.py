@@ -17,6 +17,10 @@ from ssat.distributed import World
 from ssat.errors import UserError
 
 
+class Diverged(UserError):
+    """Training went non-finite; the caller keeps the last finite checkpoint and says how to resume."""
+
+
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device,
                     layer_decay: float = 1.0):
     """AdamW; no weight decay on norms, biases (all 1-d parameters), position embeddings and tokens. With
@@ -42,6 +46,23 @@ def build_scheduler(optimizer, *, epochs: int, warmup_epochs: float, updates_per
     warmup = min(int(round(warmup_epochs * updates_per_epoch)), total - 1)
     return CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=min_lr, warmup_t=warmup,
                              warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+
+
+def rescale_lr(optimizer, scheduler, factor: float) -> None:
+    """Multiply the whole schedule (warm-up, peak, per-group scales; not the floor `min_lr`) by `factor`: a resumed
+    run continues at the new learning rate where it left the old one's schedule."""
+    for group in optimizer.param_groups:
+        group["initial_lr"] *= factor
+        group["lr"] *= factor
+    scheduler.base_values = [v * factor for v in scheduler.base_values]
+    if getattr(scheduler, "warmup_t", 0):
+        scheduler.warmup_steps = [(v - scheduler.warmup_lr_init) / scheduler.warmup_t for v in scheduler.base_values]
+
+
+def all_finite(module: nn.Module) -> bool:
+    """Are all parameters and buffers finite? (One host sync; run once per epoch, before a checkpoint.)"""
+    tensors = [t for t in list(module.parameters()) + list(module.buffers()) if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]):
@@ -140,8 +161,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
     totals = totals.tolist()
     stats = {k: v / totals[-1] for k, v in zip(names, totals)}
     if not math.isfinite(stats["loss"]):
-        raise UserError(f"training diverged: the loss is {stats['loss']} in epoch {epoch + 1}; "
-                        f"lower --blr or set --clip-grad 1.0")
+        raise Diverged(f"the training loss is {stats['loss']} in epoch {epoch + 1}")
     for k in ("acc1", "acc5"):
         if k in stats:
             stats[k] *= 100

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -118,8 +119,8 @@ def _run_here(folder: Path, options: dict) -> tuple[str, str]:
     return str(folder), "trained"
 
 
-def _run_process(folder: Path, options: dict) -> tuple[str, str]:
-    """One point in its own process (parallel sweeps)."""
+def _run_process(folder: Path, options: dict, threads: int = 0) -> tuple[str, str]:
+    """One point in its own process (parallel sweeps), with `threads` CPU threads (0: torch's default)."""
     if (folder / "summary.json").is_file():
         return str(folder), "done before"
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,8 @@ def _run_process(folder: Path, options: dict) -> tuple[str, str]:
         cfg_file = folder.parent / f".{folder.name}.yaml"
         cfg_file.write_text(yaml.safe_dump({**options, "out": str(folder), "quiet": True}))
         cmd = [sys.executable, "-m", "ssat", "train", "--config", str(cfg_file)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
         return str(folder), f"failed: {last}"
@@ -154,7 +156,9 @@ def sweep(path: str, parallel: int = 1, dry_run: bool = False, quiet: bool = Fal
             results.append({"run": run, "status": status})
     else:
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            futures = [pool.submit(_run_process, root / name, options) for name, options in plan]
+            # N processes share the CPU cores rather than each starting one thread per core.
+            threads = max(1, (os.cpu_count() or 1) // parallel)
+            futures = [pool.submit(_run_process, root / name, options, threads) for name, options in plan]
             for f in futures:
                 run, status = f.result()
                 log(f"  {run}: {status}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -332,6 +333,11 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
             raise UserError(f"checkpoint {resume} does not match this model "
                             f"({str(e).splitlines()[0][:160]}); resume with the config it was written with") from None
         scheduler.load_state_dict(state["scheduler"])
+        before = Config.from_dict(state["config"], source=str(resume))
+        was = before.lr if before.lr is not None else before.blr * effective_batch / 256
+        if was != lr:  # resumed with another --lr / --blr (e.g. after a divergence): the schedule scales with it
+            engine.rescale_lr(optimizer, scheduler, lr / was)
+            log(f"learning rate {was:.2e} -> {lr:.2e} from epoch {state['epoch'] + 1} on")
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         progress = Progress.from_checkpoint(state)
@@ -414,18 +420,27 @@ def _epochs(t: Training, progress: Progress) -> dict:
         elif isinstance(getattr(t.train_loader, "sampler", None), DistributedSampler):
             t.train_loader.sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        tr = engine.train_one_epoch(t.step_model, t.train_loader, t.optimizer, t.scheduler, t.scaler, epoch=epoch,
-                                    device=t.device, amp_dtype=t.amp_dtype, accum_steps=cfg.accum_steps,
-                                    clip_grad=cfg.clip_grad, world=world,
-                                    progress=not cfg.quiet and world.is_main and sys.stderr.isatty(),
-                                    before_update=lambda update: model.set_progress(update / total_updates),
-                                    after_step=lambda update: model.after_step(update / total_updates),
-                                    probe_params=model.shared_parameters(), probe_every=cfg.grad_norm_every)
+        try:
+            tr = engine.train_one_epoch(t.step_model, t.train_loader, t.optimizer, t.scheduler, t.scaler,
+                                        epoch=epoch, device=t.device, amp_dtype=t.amp_dtype,
+                                        accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad, world=world,
+                                        progress=not cfg.quiet and world.is_main and sys.stderr.isatty(),
+                                        before_update=lambda update: model.set_progress(update / total_updates),
+                                        after_step=lambda update: model.after_step(update / total_updates),
+                                        probe_params=model.shared_parameters(), probe_every=cfg.grad_norm_every)
+        except engine.Diverged as e:
+            raise _diverged(t, epoch, str(e)) from None
         t1 = time.perf_counter()
+        # Nothing non-finite is ever checkpointed: the last checkpoint stays the last finite state.
+        if not engine.all_finite(model):
+            raise _diverged(t, epoch, "the weights are no longer finite")
         # Pre-training has no classifier to evaluate (the head is untrained); its product is the encoder.
         last = epoch + 1 == cfg.epochs
         va = evaluate(t.loaders.val) if model.primary and t.loaders.val is not None else None
         te = evaluate(t.loaders.test) if model.primary and (last or (every and (epoch + 1) % every == 0)) else None
+        for name, result in (("validation", va), ("test", te)):
+            if result is not None and not math.isfinite(result["loss"]):
+                raise _diverged(t, epoch, f"the {name} loss is {result['loss']}")
         epoch_time = time.perf_counter() - t0
         progress.epoch = epoch + 1
         progress.train_time_s += t1 - t0
@@ -470,6 +485,16 @@ def _epochs(t: Training, progress: Progress) -> dict:
     if not world.is_main:
         return {}
     return _summary(t, start, progress, final, at_selected)
+
+
+def _diverged(t: Training, epoch: int, what: str) -> UserError:
+    """The one-line error of a run that went non-finite, naming what it kept and how to go on."""
+    lr = max(g.get("initial_lr", g["lr"]) for g in t.optimizer.param_groups)  # the peak (layer decay scales down)
+    lower = f"--lr {lr / 4:.2e}"
+    if epoch == 0:
+        return UserError(f"training diverged in epoch 1 ({what}); start again with {lower} or --clip-grad 1.0")
+    return UserError(f"training diverged in epoch {epoch + 1} ({what}); the checkpoint of epoch {epoch} is kept: "
+                     f"continue with `ssat train --resume {t.run.path} {lower}` or `--clip-grad 1.0`")
 
 
 # Per-epoch means the step reports besides the losses: the loss weights and the gradient-norm probes.
