@@ -142,15 +142,65 @@ def test_grid_and_arm_setting_the_same_option_is_refused(tmp_path, capsys):
 
 def test_parallel_sweep_divides_the_cpu_threads_among_its_processes(tmp_path, monkeypatch):
     seen = []
-
-    class Done:
-        returncode, stderr = 0, ""
-
-    def fake_run(cmd, **kw):
-        seen.append(kw["env"]["OMP_NUM_THREADS"])
-        return Done()
-    monkeypatch.setattr(sweep_mod.subprocess, "run", fake_run)
+    monkeypatch.setattr(sweep_mod.Children, "run", lambda self, cmd, env: (seen.append(env["OMP_NUM_THREADS"]), (0, ""))[1])
     monkeypatch.setattr(sweep_mod.os, "cpu_count", lambda: 8)
     path = write_sweep(tmp_path, {"seed": [0, 1, 2]})
     sweep_mod.sweep(str(path), parallel=2, quiet=True)
     assert seen == ["4", "4", "4"]
+
+
+def test_a_crashing_point_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def train(cfg, **kw):
+        calls.append(cfg.seed)
+        if cfg.seed == 0:
+            raise RuntimeError("boom")
+    monkeypatch.setattr("ssat.commands.train.train", train)
+    path = write_sweep(tmp_path, {"seed": [0, 1, 2]})
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert calls == [0, 1, 2]
+    assert "failed: crashed (RuntimeError: boom)" in err and "1 of 3 sweep runs failed" in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("grid,message", [
+    ({"seed": []}, "grid option seed has no values"),
+    ({"seed": [1, "1"]}, "two grid points map to the folder seed=1"),
+    ({"seed": [[1, 2]]}, "grid option seed must list plain values"),
+])
+def test_empty_colliding_or_nested_grids_are_refused(tmp_path, capsys, grid, message):
+    assert main(["sweep", str(write_sweep(tmp_path, grid))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_parallel_sweep_stops_its_children(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    path = tmp_path / "long.yaml"  # subprocesses know only the registered models: vit_mini, small and quick
+    path.write_text(yaml.safe_dump({"name": "s", "out": str(tmp_path / "runs"), "grid": {"seed": [0, 1]},
+                                    "base": {"model": "vit_mini", "per_class": 2, "epochs": 500, "warmup_epochs": 0,
+                                             "energy": False, "device": "cpu", "method": "scratch"}}))
+    sweep = subprocess.Popen([sys.executable, "-m", "ssat", "sweep", str(path), "--parallel", "2"],
+                             stderr=subprocess.PIPE, text=True)
+    runs = tmp_path / "runs" / "s"
+    deadline = time.time() + 120
+    while time.time() < deadline and len([p for p in runs.glob("*/metrics.jsonl")]) < 2:
+        time.sleep(0.2)
+    pids = [int(p.read_text().split()[1]) for p in runs.glob("*/.lock")]
+    assert len(pids) == 2
+    sweep.send_signal(signal.SIGTERM)
+    assert sweep.wait(timeout=60) == 130
+    for pid in pids:  # the children are gone, not training on unattended
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        assert not alive
+    assert "interrupted" in sweep.stderr.read()

@@ -148,6 +148,8 @@ class Config:
     compile: bool = opt(False, "torch.compile the model (slow first steps; pays off on long GPU runs)", "run")
     out: Optional[str] = opt(None, "run directory (default: runs/<dataset>-<model>-<method>-s<seed>)", "run")
     quiet: bool = opt(False, "no progress bar or per-epoch lines", "run")
+    overwrite: bool = opt(False, "replace a finished run in --out (without it, a finished run is never overwritten)",
+                          "run")
 
     # ---------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -12,10 +12,13 @@ Every file is written to a temporary name and renamed, so a killed run never lea
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
+import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +63,73 @@ class RunDir:
             self.path / n for n in ("config.yaml", "metrics.jsonl", "summary.json", "subset.json"))
 
     def create(self) -> "RunDir":
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"--out {self.path}: a file is in the way of this run directory; choose another --out") \
+                from None
+        except OSError as e:
+            raise UserError(f"--out {self.path}: cannot create the run directory ({e.strerror}); choose a writable "
+                            f"--out") from None
         return self
+
+    @contextmanager
+    def lock(self):
+        """Hold DIR/.lock for as long as a run writes here: a second `ssat train` on the same directory is refused
+        with the holder's pid. The lock is the kernel's (flock), so a killed holder never leaves a stale one.
+        Temporary files a killed run left behind are removed once the lock is ours."""
+        self.create()
+        path = self.path / ".lock"
+        try:
+            handle = open(path, "a+")
+        except OSError as e:
+            raise UserError(f"--out {self.path}: cannot write in it ({e.strerror}); choose a writable --out") from None
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise UserError(f"{self.path} is being written by {holder}; wait for it to finish or choose another "
+                                f"--out") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            handle.flush()
+            for stale in self.path.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+            yield self
+        finally:
+            handle.close()  # releases the lock
+
+    def clear(self) -> None:
+        """Remove the run files of an earlier run in this directory (a fresh start, or --overwrite)."""
+        for path in (self.checkpoint, self.weights, self.selected, self.config, self.metrics, self.summary,
+                     self.subset, self.path / "energy.json"):
+            path.unlink(missing_ok=True)
 
     def write_config(self, cfg: Config) -> None:
         atomic_write(self.config, lambda tmp: save_yaml(cfg, Path(tmp)))
 
     def read_metrics(self) -> list[dict]:
+        """One dict per epoch. A torn last line (the process died while appending it) is left out; damage
+        anywhere else is an error naming the file."""
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.metrics.read_text(errors="replace").splitlines() if line.strip()]
+        rows = []
+        for i, line in enumerate(lines):
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                    raise ValueError("not an epoch record")
+            except ValueError:
+                if i == len(lines) - 1:
+                    break
+                raise UserError(f"{self.metrics} line {i + 1} is not an epoch record; restore the file or delete "
+                                f"the line") from None
+            rows.append(row)
+        return rows
 
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics, "a") as f:

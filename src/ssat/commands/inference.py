@@ -26,6 +26,10 @@ from ssat.runs import atomic_write_text, load_trained
 def load_classifier(checkpoint: str, device: torch.device):
     """-> (backbone in eval mode, its Config, its data metadata). Only encoder + head weights are loaded."""
     tensors, meta = load_trained(checkpoint)
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise UserError(f"checkpoint {checkpoint} holds non-finite weights ({bad}): its run diverged; use an earlier "
+                        f"checkpoint or retrain with a lower --lr")
     cfg = Config.from_dict(meta["config"], source=str(checkpoint))
     data = meta["data"]
     backbone = build_backbone(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size,

@@ -20,10 +20,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -69,6 +72,11 @@ def points(spec: dict) -> list[tuple[str, dict]]:
     unknown = sorted((set(base) | set(grid) | {k for a in arms.values() for k in a}) - known)
     if unknown:
         raise UserError(f"sweep: unknown option(s) {', '.join(unknown)}; see `ssat train --help`")
+    for k, values in grid.items():
+        if not values:
+            raise UserError(f"sweep: grid option {k} has no values; give at least one or remove it")
+        if any(isinstance(v, (list, dict)) for v in values):
+            raise UserError(f"sweep: grid option {k} must list plain values, got {values!r}")
     both = sorted(set(grid) & {k for a in arms.values() for k in a})
     if both:
         raise UserError(f"sweep: {', '.join(both)} is set both by the grid and by an arm; set it in one place")
@@ -87,6 +95,9 @@ def points(spec: dict) -> list[tuple[str, dict]]:
                 continue
             seen.add(key)
             name = "-".join(([f"arm={arm}"] if arm else []) + [f"{SHORT.get(k, k)}={v}" for k, v in identity.items()])
+            if any(name == other for other, _ in out):
+                raise UserError(f"sweep: two grid points map to the folder {name} (values that differ only in type, "
+                                f"e.g. 1 and '1'); list each value once")
             out.append((name or "run", options))
     return out
 
@@ -116,11 +127,44 @@ def _run_here(folder: Path, options: dict) -> tuple[str, str]:
             train(Config.from_dict({**options, "out": str(folder), "quiet": True}))
     except UserError as e:
         return str(folder), f"failed: {e}"
+    except Exception as e:  # a crash in one point is recorded; the sweep goes on with the others
+        return str(folder), f"failed: crashed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     return str(folder), "trained"
 
 
-def _run_process(folder: Path, options: dict, threads: int = 0) -> tuple[str, str]:
+class Children:
+    """The training processes of a parallel sweep: a SIGTERM / SIGINT to the sweep is passed on to each of them,
+    and the sweep waits for them before it exits, so no run goes on writing unattended."""
+
+    def __init__(self):
+        self.live: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def run(self, cmd: list[str], env: Optional[dict]) -> tuple[int, str]:
+        with self.lock:
+            if self.stopping:
+                return 130, "interrupted"
+            child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            self.live.add(child)
+        try:
+            _, err = child.communicate()
+        finally:
+            with self.lock:
+                self.live.discard(child)
+        return child.returncode, err
+
+    def stop(self, signum, frame) -> None:
+        with self.lock:
+            self.stopping = True
+            for child in self.live:
+                child.send_signal(signum)
+
+
+def _run_process(folder: Path, options: dict, threads: int = 0, children: Optional[Children] = None):
     """One point in its own process (parallel sweeps), with `threads` CPU threads (0: torch's default)."""
+
+
     if (folder / "summary.json").is_file():
         return str(folder), "done before"
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -131,9 +175,9 @@ def _run_process(folder: Path, options: dict, threads: int = 0) -> tuple[str, st
         cfg_file.write_text(yaml.safe_dump({**options, "out": str(folder), "quiet": True}))
         cmd = [sys.executable, "-m", "ssat", "train", "--config", str(cfg_file)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+    code, err = (children or Children()).run(cmd, env)
+    if code != 0:
+        last = (err.strip().splitlines() or ["(no message)"])[-1]
         return str(folder), f"failed: {last}"
     return str(folder), "trained"
 
@@ -155,19 +199,30 @@ def sweep(path: str, parallel: int = 1, dry_run: bool = False, quiet: bool = Fal
             log(f"  {run}: {status}")
             results.append({"run": run, "status": status})
     else:
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            # N processes share the CPU cores rather than each starting one thread per core.
-            threads = max(1, (os.cpu_count() or 1) // parallel)
-            futures = [pool.submit(_run_process, root / name, options, threads) for name, options in plan]
-            for f in futures:
-                run, status = f.result()
-                log(f"  {run}: {status}")
-                results.append({"run": run, "status": status})
+        children = Children()
+        handlers = {sig: signal.signal(sig, children.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with ThreadPoolExecutor(max_workers=parallel) as pool:
+                # N processes share the CPU cores rather than each starting one thread per core.
+                threads = max(1, (os.cpu_count() or 1) // parallel)
+                futures = [pool.submit(_run_process, root / name, options, threads, children)
+                           for name, options in plan]
+                for f in futures:
+                    run, status = f.result()
+                    log(f"  {run}: {status}")
+                    results.append({"run": run, "status": status})
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        if children.stopping:
+            raise KeyboardInterrupt  # every child has stopped; the CLI says how to continue
     for r in results:
         if spec.get("eval_perturb") and not r["status"].startswith("failed"):
             _perturbed(Path(r["run"]), list(spec["eval_perturb"]))
     failed = [r for r in results if r["status"].startswith("failed")]
     if failed:
+        for r in failed:
+            log(f"  failed: {r['run']}: {r['status'][len('failed: '):]}")
         raise UserError(f"{len(failed)} of {len(results)} sweep runs failed, first {failed[0]['run']}: "
                         f"{failed[0]['status']}; fix it and run the sweep again (finished runs are kept)")
     return results

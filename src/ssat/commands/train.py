@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -293,100 +294,108 @@ def test_epochs(cfg: Config, has_val: bool) -> int:
 
 
 def _train(cfg: Config, resume, log, state, world: World, device: torch.device) -> dict:
-    amp_dtype, needs_scaler = resolve_precision(cfg.precision, device)
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    with ExitStack() as hold:  # the run directory's lock, held to the end
+        amp_dtype, needs_scaler = resolve_precision(cfg.precision, device)
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
 
-    data = load_for(cfg, log)
-    resolve_for_data(cfg, data)
-    run = RunDir(cfg.out)
-    if state is None and run.checkpoint.exists():
-        raise UserError(f"{run.path} already holds a run; continue it with --resume {run.path} "
-                        f"or choose another --out")
-    if state is not None and state["data"]["classes"] != data.classes:
-        raise UserError(f"checkpoint {resume} was trained on other classes than {cfg.dataset} at "
-                        f"{cfg.data_root}; resume with the same data")
-    indices, val = training_subset(cfg, data, log, saved=run.subset if state is not None else None)
-    if world.is_main:
-        run.create().write_config(cfg)
-        atomic_write_text(run.subset, json.dumps(subset_record(cfg, data, indices, val)))
-    loaders = make_loaders(cfg, data, device, log, world, indices, val)
-    train_loader = loaders.train
+        data = load_for(cfg, log)
+        resolve_for_data(cfg, data)
+        run = RunDir(cfg.out)
+        if world.is_main:
+            hold.enter_context(run.lock())  # a second writer is refused; stale temporary files are removed
+        if state is None and run.checkpoint.exists():
+            raise UserError(f"{run.path} already holds a run; continue it with --resume {run.path} "
+                            f"or choose another --out")
+        if state is None and not cfg.overwrite and (run.summary.exists() or run.weights.exists()):
+            raise UserError(f"{run.path} holds a finished run; choose another --out, or pass --overwrite to "
+                            f"replace it")
+        if state is None and world.is_main:
+            run.clear()  # a fresh run owns the directory: no earlier run's files may mix with its own
+        if state is not None and state["data"]["classes"] != data.classes:
+            raise UserError(f"checkpoint {resume} was trained on other classes than {cfg.dataset} at "
+                            f"{cfg.data_root}; resume with the same data")
+        indices, val = training_subset(cfg, data, log, saved=run.subset if state is not None else None)
+        if world.is_main:
+            run.create().write_config(cfg)
+            atomic_write_text(run.subset, json.dumps(subset_record(cfg, data, indices, val)))
+        loaders = make_loaders(cfg, data, device, log, world, indices, val)
+        train_loader = loaders.train
 
-    seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    model: SSATModel = build_model(cfg, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
-    effective_batch = cfg.batch_size * cfg.accum_steps * world.size
-    lr = cfg.lr if cfg.lr is not None else cfg.blr * effective_batch / 256
-    optimizer = engine.build_optimizer(model, lr, cfg.weight_decay, device, layer_decay=cfg.layer_decay)
-    updates_per_epoch = -(-len(train_loader) // cfg.accum_steps)
-    scheduler = engine.build_scheduler(optimizer, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
-                                       updates_per_epoch=updates_per_epoch, min_lr=cfg.min_lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
+        seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        model: SSATModel = build_model(cfg, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
+        effective_batch = cfg.batch_size * cfg.accum_steps * world.size
+        lr = cfg.lr if cfg.lr is not None else cfg.blr * effective_batch / 256
+        optimizer = engine.build_optimizer(model, lr, cfg.weight_decay, device, layer_decay=cfg.layer_decay)
+        updates_per_epoch = -(-len(train_loader) // cfg.accum_steps)
+        scheduler = engine.build_scheduler(optimizer, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                           updates_per_epoch=updates_per_epoch, min_lr=cfg.min_lr)
+        scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
 
-    progress = Progress()
-    if state is not None:
+        progress = Progress()
+        if state is not None:
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise UserError(f"checkpoint {resume} does not match this model "
+                                f"({str(e).splitlines()[0][:160]}); resume with the config it was written with") from None
+            scheduler.load_state_dict(state["scheduler"])
+            before = Config.from_dict(state["config"], source=str(resume))
+            was = before.lr if before.lr is not None else before.blr * effective_batch / 256
+            if was != lr:  # resumed with another --lr / --blr (e.g. after a divergence): the schedule scales with it
+                engine.rescale_lr(optimizer, scheduler, lr / was)
+                log(f"learning rate {was:.2e} -> {lr:.2e} from epoch {state['epoch'] + 1} on")
+            scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            progress = Progress.from_checkpoint(state)
+            if progress.epoch >= cfg.epochs and run.summary.exists():
+                log(f"{run.path} already finished all {cfg.epochs} epochs; raise --epochs to train further")
+                return json.loads(run.summary.read_text())
+            log(f"resuming {run.path} after epoch {progress.epoch} of {cfg.epochs}")
+        if world.is_main:
+            run.keep_metrics_before(progress.epoch + 1)
+
+        # What runs the step: the model itself, wrapped for DDP and/or compiled. State is always read from `model`.
+        step_model: torch.nn.Module = model
+        if world.distributed:
+            step_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile:
+            if cfg.deterministic:  # compiled kernels draw masks from torch's generator too, as in eager mode
+                from torch._inductor import config as inductor_config
+                inductor_config.fallback_random = True
+            step_model = torch.compile(step_model)
+
+        n_params = sum(p.numel() for p in model.backbone.parameters())
+        n_params_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log(f"{cfg.method} {cfg.model} on {cfg.dataset}: {epoch_images(train_loader) * world.size} train / "
+            + (f"{len(val)} validation / " if val else "") + f"{len(data.test)} test images, {cfg.img_size}px, patch {cfg.patch_size}, "
+            f"{n_params / 1e6:.2f}M params ({n_params_train / 1e6:.2f}M trained), lr {lr:.2e} (batch {effective_batch}), "
+            f"{device}" + (f" {amp_dtype}" if amp_dtype else "") + f", {loaders.path} data path"
+            + (f", {world.size} processes" if world.distributed else ""))
+
+        costs = {}
+        if world.is_main:  # FLOPs of synthetic images of the run's shape, counted on a copy of the model
+            probe = torch.randn(2, data.in_chans, cfg.img_size, cfg.img_size, device=device)
+            costs = cost.model_costs(model, probe, torch.zeros(2, dtype=torch.long, device=device),
+                                     probe.flip(-1) if cfg.two_views else None)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+        meter = cost.EnergyMeter(cfg.country, cfg.energy) if world.is_main else None
         try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise UserError(f"checkpoint {resume} does not match this model "
-                            f"({str(e).splitlines()[0][:160]}); resume with the config it was written with") from None
-        scheduler.load_state_dict(state["scheduler"])
-        before = Config.from_dict(state["config"], source=str(resume))
-        was = before.lr if before.lr is not None else before.blr * effective_batch / 256
-        if was != lr:  # resumed with another --lr / --blr (e.g. after a divergence): the schedule scales with it
-            engine.rescale_lr(optimizer, scheduler, lr / was)
-            log(f"learning rate {was:.2e} -> {lr:.2e} from epoch {state['epoch'] + 1} on")
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        progress = Progress.from_checkpoint(state)
-        if progress.epoch >= cfg.epochs and run.summary.exists():
-            log(f"{run.path} already finished all {cfg.epochs} epochs; raise --epochs to train further")
-            return json.loads(run.summary.read_text())
-        log(f"resuming {run.path} after epoch {progress.epoch} of {cfg.epochs}")
-    if world.is_main:
-        run.keep_metrics_before(progress.epoch + 1)
-
-    # What runs the step: the model itself, wrapped for DDP and/or compiled. State is always read from `model`.
-    step_model: torch.nn.Module = model
-    if world.distributed:
-        step_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        if cfg.deterministic:  # compiled kernels draw masks from torch's generator too, as in eager mode
-            from torch._inductor import config as inductor_config
-            inductor_config.fallback_random = True
-        step_model = torch.compile(step_model)
-
-    n_params = sum(p.numel() for p in model.backbone.parameters())
-    n_params_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"{cfg.method} {cfg.model} on {cfg.dataset}: {epoch_images(train_loader) * world.size} train / "
-        + (f"{len(val)} validation / " if val else "") + f"{len(data.test)} test images, {cfg.img_size}px, patch {cfg.patch_size}, "
-        f"{n_params / 1e6:.2f}M params ({n_params_train / 1e6:.2f}M trained), lr {lr:.2e} (batch {effective_batch}), "
-        f"{device}" + (f" {amp_dtype}" if amp_dtype else "") + f", {loaders.path} data path"
-        + (f", {world.size} processes" if world.distributed else ""))
-
-    costs = {}
-    if world.is_main:  # FLOPs of synthetic images of the run's shape, counted on a copy of the model
-        probe = torch.randn(2, data.in_chans, cfg.img_size, cfg.img_size, device=device)
-        costs = cost.model_costs(model, probe, torch.zeros(2, dtype=torch.long, device=device),
-                                 probe.flip(-1) if cfg.two_views else None)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-    meter = cost.EnergyMeter(cfg.country, cfg.energy) if world.is_main else None
-    try:
-        summary = _epochs(Training(cfg, run, data, model, step_model, loaders, optimizer, scheduler, scaler,
-                                   updates_per_epoch, device, amp_dtype, world, log), progress)
-    finally:
-        energy = _add_energy(run, meter.stop()) if meter is not None else None
-    if not world.is_main:
-        return {}
-    summary.update(params=n_params, params_train=n_params_train, lr=lr, batch_size=effective_batch,
-                   data_path=loaders.path, **costs, **energy, **cost.peak_memory_gb(device),
-                   hardware=cost.hardware(device))
-    summary["train_gflops_total"] = round(costs["gflops_train_step"] * summary["images_seen"], 1)
-    run.write_summary(summary)
-    return summary
+            summary = _epochs(Training(cfg, run, data, model, step_model, loaders, optimizer, scheduler, scaler,
+                                       updates_per_epoch, device, amp_dtype, world, log), progress)
+        finally:
+            energy = _add_energy(run, meter.stop()) if meter is not None else None
+        if not world.is_main:
+            return {}
+        summary.update(params=n_params, params_train=n_params_train, lr=lr, batch_size=effective_batch,
+                       data_path=loaders.path, **costs, **energy, **cost.peak_memory_gb(device),
+                       hardware=cost.hardware(device))
+        summary["train_gflops_total"] = round(costs["gflops_train_step"] * summary["images_seen"], 1)
+        run.write_summary(summary)
+        return summary
 
 
 def _add_energy(run: RunDir, session: dict) -> dict:
