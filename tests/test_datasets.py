@@ -136,3 +136,33 @@ def test_sixteen_bit_rgba_and_palette_images_are_converted(tmp_path):
     pal = tmp_path / "c.gif"
     Image.new("P", (4, 4), 3).save(pal)
     assert decode(pal, "RGB").mode == "RGB"
+
+
+def test_csv_with_a_byte_order_mark_reads_its_first_row(tmp_path):
+    root = write_csv_lists(tmp_path / "csv")
+    for name in ("train.csv", "test.csv"):
+        text = (root / name).read_text()
+        (root / name).write_bytes("\ufeff".encode() + text.replace("path,label\n", "").encode())
+    data = load_dataset("csv", str(root))
+    assert data.train_targets == [0, 0, 0, 1, 1, 1]  # the first image is not lost to a '\ufeffimages/...' path
+
+
+def test_csv_test_image_in_the_training_list_is_refused(tmp_path, capsys):
+    root = write_csv_lists(tmp_path / "csv")
+    test_row = (root / "test.csv").read_text().splitlines()[1]
+    with open(root / "train.csv", "a") as f:
+        f.write(test_row + "\n")
+    from test_cli import run_error
+    line = run_error(capsys, ["data", "info", "--dataset", "csv", "--data-root", str(root)])
+    assert "train.csv and test.csv both list" in line and "must not be trained on" in line
+
+
+@pytest.mark.parametrize("label", [0.7, "1", True])
+def test_chaoyang_labels_must_be_integers(tmp_path, capsys, label):
+    root = write_chaoyang(tmp_path / "cy")
+    entries = json.loads((root / "train.json").read_text())
+    entries[0]["label"] = label
+    (root / "train.json").write_text(json.dumps(entries))
+    from test_cli import run_error
+    line = run_error(capsys, ["data", "info", "--dataset", "chaoyang", "--data-root", str(root)])
+    assert f"label {label!r} is not an integer class index" in line

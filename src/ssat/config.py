@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import yaml
 
-from ssat.errors import UserError
+from ssat.errors import UserError, first_line
 
 
 def opt(default: Any, help: str, group: str, flag: Optional[str] = None, choices: Optional[str] = None):
@@ -303,9 +303,13 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; pass an existing YAML file to --config")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"config file {path} cannot be read ({e.strerror}); check the path") from None
     except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from None
+        raise UserError(f"config file {path} is not valid YAML ({first_line(e)}); fix its syntax") from None
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of option: value")
     # Accept the flag spelling too (`mask-ratio`, `lambda`).

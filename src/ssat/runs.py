@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ssat.config import Config, save_yaml
-from ssat.errors import UserError
+from ssat.errors import UserError, first_line
 
 CHECKPOINT = "checkpoint-last.pt"
 WEIGHTS = "model.safetensors"
@@ -178,17 +178,30 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a training checkpoint safely (`weights_only=True`: no code in the file can run)."""
+# What a checkpoint must hold to resume a run, and to serve its weights.
+RESUME_KEYS = {"model": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "epoch": int, "rng": dict,
+               "config": dict, "data": dict}
+WEIGHTS_KEYS = {"model": dict, "config": dict, "data": dict}
+
+
+def load_checkpoint(path: str | Path, need: dict = RESUME_KEYS) -> dict:
+    """Load a training checkpoint safely (`weights_only=True`: no code in the file can run), checking that it
+    holds `need` (key: type); a damaged one is a one-line error."""
     path = resolve_checkpoint(path, prefer=CHECKPOINT)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"{path} is not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); "
+        raise UserError(f"{path} is not a loadable checkpoint ({type(e).__name__}: {first_line(e)}); "
                         f"pass a checkpoint-last.pt written by `ssat train`") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not an ssat checkpoint (no '{FORMAT}' marker); "
                         f"pass a checkpoint-last.pt or model.safetensors written by `ssat train`")
+    broken = [k for k, kind in need.items() if not isinstance(state.get(k), kind)]
+    if not broken and "data" in need and not isinstance(state["data"].get("classes"), list):
+        broken = ["data.classes"]
+    if broken:
+        raise UserError(f"{path} is damaged: '{broken[0]}' is missing or malformed; resume from another copy or "
+                        f"start the run again")
     return state
 
 
@@ -225,8 +238,14 @@ def load_trained(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         if "config" not in meta or "data" not in meta:
             raise UserError(f"{path} has no ssat metadata (config, data); pass a model.safetensors written by "
                             f"`ssat train`")
+        data = meta["data"]
+        if not isinstance(meta["config"], dict) or not isinstance(data, dict) or \
+                not isinstance(data.get("classes"), list) or not isinstance(data.get("in_chans"), int) or \
+                not all(isinstance(data.get(k), list) for k in ("mean", "std")):
+            raise UserError(f"{path}: its ssat metadata is malformed (config must be a mapping; data must hold "
+                            f"classes, in_chans, mean and std); re-export it with `ssat train`")
         return tensors, meta
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, need=WEIGHTS_KEYS)
     prefix = "backbone.encoder."
     tensors = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
     return tensors, {"config": state["config"], "data": state["data"]}
@@ -241,8 +260,36 @@ def collect(paths: list[str]) -> list[dict]:
         found = [p / "summary.json"] if (p / "summary.json").is_file() else sorted(p.glob("**/summary.json"))
         if not found:
             raise UserError(f"{p} holds no finished run (no summary.json); pass run directories of `ssat train`")
-        runs += [{"run": str(f.parent), **json.loads(f.read_text())} for f in found]
+        runs += [{"run": str(f.parent), **read_summary(f)} for f in found]
     return runs
+
+
+# What table / report read from a summary.json, and the types they need.
+SUMMARY_FIELDS = {"method": (str,), "model": (str,), "dataset": (str,), "epochs": (int,),
+                  "test_acc1": (int, float, type(None)), "test_acc5": (int, float, type(None)),
+                  "train_time_s": (int, float), "params": (int,)}
+OPTIONAL_NUMBERS = ("test_acc1_selected", "val_acc1_selected", "best_acc1", "fraction", "lambda", "seed",
+                    "selected_epoch", "per_class", "img_size")
+
+
+def read_summary(path: Path) -> dict:
+    """A finished run's summary.json, checked: a damaged one is a one-line error naming it."""
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+        for key, kinds in SUMMARY_FIELDS.items():
+            if not isinstance(summary.get(key), kinds) or isinstance(summary.get(key), bool):
+                raise ValueError(f"'{key}' is missing or malformed")
+        for key in OPTIONAL_NUMBERS:
+            value = summary.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"'{key}' is malformed")
+        if summary.get("tag") is not None and not isinstance(summary["tag"], str):
+            raise ValueError("'tag' is malformed")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path} is damaged ({first_line(e)}); delete it and re-run (or resume) that run") from None
+    return summary
 
 
 def method_label(r: dict) -> str:

@@ -130,12 +130,12 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
     from ssat.auxtasks.masking import masked_mse, patchify, random_masking, unpatchify
     from ssat.config import Config
     from ssat.objective import build_model
-    from ssat.runs import load_checkpoint, resolve_checkpoint
+    from ssat.runs import WEIGHTS_KEYS, load_checkpoint, resolve_checkpoint
     path = resolve_checkpoint(checkpoint, prefer="checkpoint-last.pt")
     if path.suffix != ".pt":
         raise UserError(f"{checkpoint}: reconstructions need the MAE decoder, kept in checkpoint-last.pt only; pass "
                         f"the run directory of an SSAT or pre-training run")
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, need=WEIGHTS_KEYS)
     cfg = Config.from_dict(state["config"])
     if cfg.method not in ("ssat", "pretrain") or cfg.aux != "mae":
         raise UserError(f"{checkpoint} is a {cfg.method} run without an MAE decoder; pass an ssat / pretrain run "

@@ -14,7 +14,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from ssat.runs import collect, method_label
+from ssat.runs import RunDir, collect, method_label
 from ssat.errors import UserError
 
 
@@ -200,10 +200,13 @@ def plot_sweeps(runs: list[dict], out: Path) -> list[Path]:
 
 def plot_curves(run: dict, out: Path) -> Path | None:
     """Loss parts and accuracy per epoch of one run, from its metrics.jsonl."""
-    metrics = Path(run["run"]) / "metrics.jsonl"
-    if not metrics.is_file():
+    rows = RunDir(run["run"]).read_metrics()
+    if not rows:
         return None
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    keys = ("loss", "loss_primary", "loss_aux", "val_loss", "test_loss", "train_acc1", "val_acc1", "test_acc1")
+    if any(r.get(k) is not None and (isinstance(r[k], bool) or not isinstance(r[k], (int, float)))
+           for r in rows for k in keys):
+        raise UserError(f"{run['run']}/metrics.jsonl holds a malformed value; restore it or delete that run")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -31,7 +31,7 @@ from typing import Optional
 import yaml
 
 from ssat.config import Config
-from ssat.errors import UserError
+from ssat.errors import UserError, first_line
 
 # Grid keys that only mean something when the method trains an auxiliary task.
 AUX_ONLY = {"lam", "lambda_schedule", "lambda_end", "balance", "aux", "mask_ratio", "decoder_dim", "decoder_depth",
@@ -45,9 +45,13 @@ def read_sweep(path: str) -> dict:
     if not p.is_file():
         raise UserError(f"sweep file {p} does not exist; pass a YAML file with name, base and grid")
     try:
-        spec = yaml.safe_load(p.read_text()) or {}
+        spec = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"sweep file {p} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"sweep file {p} cannot be read ({e.strerror}); check the path") from None
     except yaml.YAMLError as e:
-        raise UserError(f"sweep file {p} is not valid YAML ({str(e).splitlines()[0]})") from None
+        raise UserError(f"sweep file {p} is not valid YAML ({first_line(e)})") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("grid", {}), dict) or \
             not isinstance(spec.get("base", {}), dict) or not isinstance(spec.get("arms", {}), dict):
         raise UserError(f"sweep file {p}: expected a mapping with 'name', 'base' (options), 'grid' (option: list) "
@@ -128,7 +132,7 @@ def _run_here(folder: Path, options: dict) -> tuple[str, str]:
     except UserError as e:
         return str(folder), f"failed: {e}"
     except Exception as e:  # a crash in one point is recorded; the sweep goes on with the others
-        return str(folder), f"failed: crashed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        return str(folder), f"failed: crashed ({type(e).__name__}: {first_line(e)})"
     return str(folder), "trained"
 
 

@@ -26,7 +26,7 @@ from ssat.data.batch_augment import BatchAugment
 from ssat.data.memory import MemoryLoader, array_images, fits_in_memory, resize_uint8, to_tensor
 from ssat.data.transforms import Transformed, crop_mode, eval_transform, train_transform
 from ssat.distributed import World
-from ssat.errors import UserError
+from ssat.errors import UserError, first_line
 from ssat.hostmem import keep_freed_memory
 from ssat.auxtasks import AUX_VIEWS
 from ssat.objective import METHODS, SSATModel, build_model
@@ -340,7 +340,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
                 optimizer.load_state_dict(state["optimizer"])
             except (RuntimeError, ValueError, KeyError) as e:
                 raise UserError(f"checkpoint {resume} does not match this model "
-                                f"({str(e).splitlines()[0][:160]}); resume with the config it was written with") from None
+                                f"({first_line(e)}); resume with the config it was written with") from None
             scheduler.load_state_dict(state["scheduler"])
             before = Config.from_dict(state["config"], source=str(resume))
             was = before.lr if before.lr is not None else before.blr * effective_batch / 256

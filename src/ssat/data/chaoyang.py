@@ -18,9 +18,15 @@ def _split(root, split: str) -> FileImageDataset:
         raise UserError(f"Chaoyang split file {path} not found; set --data-root to the release folder holding "
                         f"train.json, test.json and the images")
     try:
-        entries = json.loads(path.read_text())
+        entries = json.loads(path.read_text(encoding="utf-8-sig"))
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("name"), str)
+                                                    for e in entries):
+            raise ValueError("expected a list of objects with a string 'name'")
         paths = [root / e["name"] for e in entries]
-        labels = [int(e["label"]) for e in entries]
+        labels = [e["label"] for e in entries]
+        bad = next((y for y in labels if isinstance(y, bool) or not isinstance(y, int)), None)
+        if bad is not None:  # 0.7 or "1" must not quietly become a class
+            raise ValueError(f"label {bad!r} is not an integer class index")
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} is not a list of {{\"name\": ..., \"label\": ...}} entries ({e}); "
                         f"restore the released file") from None

@@ -14,15 +14,21 @@ from ssat.errors import UserError
 
 def _read(path: Path) -> tuple[list[Path], list[str]]:
     paths, labels = [], []
-    with open(path, newline="") as f:
-        for n, row in enumerate(csv.reader(f), 1):
-            if not row or (n == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]):
-                continue
-            if len(row) < 2 or not row[0].strip() or not row[1].strip():
-                raise UserError(f"{path}:{n}: expected 'path,label', got {','.join(row)!r}")
-            p = Path(row[0].strip())
-            paths.append(p if p.is_absolute() else path.parent / p)
-            labels.append(row[1].strip())
+    try:
+        # utf-8-sig: a byte-order mark (as some spreadsheet programs write) is not part of the first path
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; save it as UTF-8 (CSV)") from None
+    except csv.Error as e:
+        raise UserError(f"{path} is not a readable CSV file ({e}); fix its rows") from None
+    for n, row in enumerate(rows, 1):
+        if not row or (n == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]):
+            continue
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise UserError(f"{path}:{n}: expected 'path,label', got {','.join(row)!r}")
+        p = Path(row[0].strip())
+        paths.append(p if p.is_absolute() else path.parent / p)
+        labels.append(row[1].strip())
     if not paths:
         raise UserError(f"{path} lists no images; add 'path,label' rows")
     check_files(paths, str(path))
@@ -42,6 +48,11 @@ def load(root, download, options):
     classes = sorted(set(train_labels), key=int if numeric else str)
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(test_labels) - set(index))
+    shared = sorted(set(map(str, train_paths)) & set(map(str, test_paths)))
+    if shared:
+        raise UserError(f"train.csv and {test_csv.name} both list {shared[0]}"
+                        + (f" and {len(shared) - 1} more" if len(shared) > 1 else "")
+                        + "; a test image must not be trained on: remove it from one list")
     if unknown:
         raise UserError(f"{test_csv}: label {unknown[0]!r} does not occur in train.csv; every test class needs "
                         f"training images")

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from ssat.errors import UserError
+from ssat.errors import UserError, first_line
 
 BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -36,7 +36,7 @@ def decode(path: Path, mode: str = "RGB") -> Image.Image:
 
 
 def bad_image_error(path: Path, e: Exception) -> UserError:
-    return UserError(f"cannot read image {path} ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+    return UserError(f"cannot read image {path} ({type(e).__name__}: {first_line(e, 120)}); "
                      f"replace or delete the file, or pass --on-bad-image skip to leave it out")
 
 
