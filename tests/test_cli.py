@@ -149,3 +149,87 @@ def test_table_compares_with_scratch(tmp_path, tiny_flags, capsys):
     ssat = json.loads((tmp_path / "ssat" / "summary.json").read_text())["test_acc1"]
     assert f"{ssat - scratch:+.2f}" in rows["ssat"]
     assert "holds no finished run" in run_error(capsys, ["table", str(tmp_path / "empty-nothing")])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["eval", "--checkpoint", "x", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["eval", "--checkpoint", "x", "--perturb-seed", "-1"], "--perturb-seed at least 0"),
+    (["gradcam", "--checkpoint", "x", "--n", "0"], "--n must be at least 1"),
+    (["reconstruct", "--checkpoint", "x", "--n", "0"], "--n must be at least 1"),
+    (["models", "--img-size", "0"], "--img-size, --in-chans and --classes must be at least 1"),
+])
+def test_other_commands_refuse_out_of_range_numbers(capsys, argv, message):
+    assert message in run_error(capsys, argv)
+
+
+@pytest.mark.parametrize("spec", ["blur:inf", "rotate:inf", "noise:1e9", "blur:nan", "jpeg:0"])
+def test_perturbation_severity_out_of_range_is_one_line(capsys, tmp_path, tiny_flags, spec):
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--fraction", "0.05", "--out", str(out)]) == 0
+    assert "severity out of range" in run_error(capsys, ["eval", "--checkpoint", str(out), "--perturb", spec])
+
+
+def test_contrastive_aux_with_a_batch_of_one_is_refused(capsys, tmp_path, tiny_flags):
+    line = run_error(capsys, ["train", *tiny_flags, "--aux", "simclr", "--batch-size", "1", "--out",
+                              str(tmp_path / "r")])
+    assert "--aux simclr compares the images of a batch" in line
+
+
+def test_predict_decodes_like_training_and_refuses_decompression_bombs(tmp_path, tiny_flags, capsys, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from ssat.commands.inference import read_image
+    from ssat.data.files import decode
+    sixteen, clear = tmp_path / "16.png", tmp_path / "clear.png"
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(sixteen)
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(clear)
+    for path in (sixteen, clear):
+        assert np.array_equal(np.asarray(read_image(str(path), 1)), np.asarray(decode(path, "L")))
+    assert np.asarray(read_image(str(clear), 1)).min() == 255  # transparent is white, as in training
+    assert np.asarray(read_image(str(sixteen), 1))[0, 0] == round(40000 / 65535 * 255)  # rescaled, not clipped
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--fraction", "0.05", "--out", str(out)]) == 0
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (64, 64)).save(bomb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 = 4096 > 2 x 1000: PIL refuses it as a bomb
+    line = run_error(capsys, ["predict", "--checkpoint", str(out), str(bomb)])
+    assert "is not a readable image (DecompressionBombError" in line
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path, tiny_flags):
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--fraction", "0.05", "--out", str(out)]) == 0
+    for i in range(100):
+        (tmp_path / f"r{i}").mkdir()
+        (tmp_path / f"r{i}" / "summary.json").write_text((out / "summary.json").read_text())
+    # The same runs listed 10 times: ~150 kB, more than a pipe holds once `head` has gone.
+    result = subprocess.run(f"{sys.executable} -m ssat table {' '.join([str(tmp_path)] * 10)} | head -c 10",
+                            shell=True, capture_output=True, text=True)
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+def test_unknown_country_is_refused_before_training(capsys, tmp_path, tiny_flags):
+    line = run_error(capsys, ["train", *tiny_flags, "--energy", "--country", "ZZZ", "--out", str(tmp_path / "r")])
+    assert "--country ZZZ is not a grid codecarbon knows" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_empty_test_split_is_refused_before_training(capsys, tmp_path, tiny_flags, monkeypatch):
+    import dataclasses
+
+    import numpy as np
+
+    from ssat import engine
+    from ssat.data import DATASETS, load_dataset, register_dataset
+    from ssat.data.registry import ArrayDataset
+    if "digits_no_test" not in DATASETS:
+        @register_dataset("digits_no_test", "test-only: digits with an empty test split (e.g. a bad release)")
+        def load(root, download, options):
+            data = load_dataset("digits")
+            return dataclasses.replace(data, test=ArrayDataset(np.zeros((0, 8, 8), np.uint8), []))
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **k: pytest.fail("trained before checking"))
+    line = run_error(capsys, ["train", *tiny_flags, "--dataset", "digits_no_test", "--out", str(tmp_path / "r")])
+    assert "digits: the test split holds no image" in line

@@ -166,3 +166,15 @@ def test_chaoyang_labels_must_be_integers(tmp_path, capsys, label):
     from test_cli import run_error
     line = run_error(capsys, ["data", "info", "--dataset", "chaoyang", "--data-root", str(root)])
     assert f"label {label!r} is not an integer class index" in line
+
+
+def test_domainnet_label_outside_its_345_classes_is_refused(tmp_path, capsys):
+    root = write_domainnet(tmp_path / "dn")
+    split = root / "sketch_train.txt"
+    lines = split.read_text().splitlines()
+    lines[0] = lines[0].rsplit(maxsplit=1)[0] + " 99999"
+    split.write_text("\n".join(lines) + "\n")
+    from test_cli import run_error
+    line = run_error(capsys, ["data", "info", "--dataset", "domainnet", "--data-root", str(root), "--domain",
+                              "sketch"])
+    assert "label 99999 is outside DomainNet's 0..344" in line

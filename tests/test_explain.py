@@ -59,3 +59,14 @@ def test_reconstruct_draws_original_masked_and_reconstruction(two_runs, tmp_path
     assert Image.open(out).size == (6 * 80, 2 * 2 * 80)
     assert main(["reconstruct", "--checkpoint", str(two_runs["scratch"]), "--out", str(out)]) == 2
     assert "without an MAE decoder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", [8, 32])
+def test_gradcam_on_vits_at_small_sizes_and_without_stray_warnings(tmp_path, tiny_flags, capsys, size):
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--per-class", "2", "--img-size", str(size), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["gradcam", "--checkpoint", str(out), "--n", "2", "--out", str(tmp_path / "g.png")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["images"] == 2
+    assert "Clipping input data" not in captured.err  # the overlay stays inside [0, 1]

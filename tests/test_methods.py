@@ -135,6 +135,29 @@ def test_sslft_in_one_command_records_both_stages(tmp_path, tiny_flags):
     assert json.loads((out / "pretrain" / "summary.json").read_text())["aux"] == "simclr"
 
 
+def test_sslft_interrupted_in_pre_training_resumes_from_out(tmp_path, tiny_flags, monkeypatch, capsys):
+    from ssat import engine
+    real, calls = engine.train_one_epoch, {"n": 0}
+
+    def killed_in_second_pretrain_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(engine, "train_one_epoch", killed_in_second_pretrain_epoch)
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--method", "sslft", "--pretrain-epochs", "2", "--fraction", "0.2",
+                 "--out", str(out)]) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert not (out / "checkpoint-last.pt").exists() and (out / "pretrain" / "checkpoint-last.pt").exists()
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    assert main(["train", "--resume", str(out)]) == 0  # the hint works: stage 1 resumes, stage 2 follows
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "sslft" and summary["pretrain_epochs"] == 2
+    assert [r["epoch"] for r in map(json.loads, (out / "pretrain" / "metrics.jsonl").read_text().splitlines())] \
+        == [1, 2]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--method", "sslft"], "--method sslft fine-tunes a pre-trained encoder"),
     (["--method", "sslft", "--init", "/nonexistent"], "--init /nonexistent: not 'timm', 'mae' or an existing"),

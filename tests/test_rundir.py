@@ -60,3 +60,22 @@ def test_out_that_is_a_file_or_unwritable_is_a_one_line_error(tmp_path, tiny_fla
     for out in (blocker, blocker / "sub"):
         line = run_error(capsys, ["train", *tiny_flags, "--fraction", "0.05", "--out", str(out)])
         assert "a file is in the way of this run directory" in line
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_ends_in_one_line(tmp_path, tiny_flags, capsys, monkeypatch):
+    import errno
+
+    import torch
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--fraction", "0.05", "--epochs", "1", "--out", str(out)]) == 0
+    (out / "summary.json").unlink()
+    before = (out / "checkpoint-last.pt").read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)  # half written ...
+        raise OSError(errno.ENOSPC, "No space left on device", str(f))
+    monkeypatch.setattr(torch, "save", full_disk)
+    line = run_error(capsys, ["train", "--resume", str(out), "--epochs", "2"])
+    assert line.startswith("ssat: error: No space left on device") and "free disk space" in line
+    assert (out / "checkpoint-last.pt").read_bytes() == before and not list(out.glob(".*.tmp"))

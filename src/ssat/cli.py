@@ -8,12 +8,13 @@ import argparse
 import dataclasses
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 from ssat.config import Config, load_yaml, preset_names
-from ssat.errors import UserError
+from ssat.errors import UserError, first_line
 
 # What may differ when a run is resumed: where/how it runs and how long, and the step size.
 RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "country", "energy",
@@ -187,9 +188,15 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[dict]]:
         if fixed:
             raise UserError(f"--resume continues a run with its own settings, so {', '.join(fixed)} cannot be "
                             f"changed; start a new run with --out to change them")
-        state = load_checkpoint(args.resume)
         # The run continues where its files are now, even if the directory was moved since.
         run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+        staged = run_dir / "config.yaml"
+        if Path(args.resume).is_dir() and not (run_dir / "checkpoint-last.pt").exists() and staged.is_file():
+            # SSL+FT stopped in its pre-training stage: OUT holds only its config; the stage resumes itself.
+            cfg = Config.from_dict({**load_yaml(staged), **given, "out": str(run_dir)}, source=str(staged))
+            if cfg.method == "sslft" and cfg.pretrain_epochs > 0:
+                return cfg, None
+        state = load_checkpoint(args.resume)
         return Config.from_dict({**state["config"], **given, "out": str(run_dir)}, source="command line"), state
     base = load_yaml(args.config) if args.config else {}
     Config.from_dict({**base}, source=args.config or "config")  # its own errors name the file
@@ -229,7 +236,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                     f"{', '.join(AUX_TASKS)}, got '{args.method}'")
                 cfg.aux = args.method if hasattr(args, "method") and args.method != "pretrain" else cfg.aux
                 cfg.method = "pretrain"
-            summary = train(cfg, resume=args.resume, state=state)
+            summary = train(cfg, resume=args.resume if state is not None else None, state=state)
             if summary:  # under torchrun only rank 0 returns one
                 print(json.dumps({k: summary.get(k) for k in ("method", "model", "dataset", "epochs", "test_acc1",
                                                                "test_acc5", "test_acc1_selected", "selected_epoch",
@@ -237,6 +244,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                                  | {"run": cfg.out}))
         elif args.command == "eval":
             from ssat.commands.inference import evaluate_checkpoint
+            if args.batch_size < 1 or args.perturb_seed < 0:
+                raise UserError(f"--batch-size must be at least 1 and --perturb-seed at least 0, got "
+                                f"{args.batch_size} and {args.perturb_seed}")
             print(json.dumps(evaluate_checkpoint(args.checkpoint, args.dataset, args.data_root, args.download,
                                                  args.batch_size, args.device, domain=args.domain,
                                                  perturb=args.perturb, perturb_seed=args.perturb_seed)))
@@ -248,6 +258,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         elif args.command in RUNNERS:  # commands whose module reads the parsed flags itself
             if args.command == "bench" and (args.steps < 1 or args.warmup < 1 or args.batch < 1):
                 raise UserError("--steps, --warmup and --batch must be at least 1")
+            if args.command in ("gradcam", "reconstruct") and args.n < 1:
+                raise UserError(f"--n must be at least 1 (images to draw), got {args.n}")
+            if args.command == "models" and min(args.img_size, args.in_chans, args.classes) < 1:
+                raise UserError(f"--img-size, --in-chans and --classes must be at least 1, got {args.img_size}, "
+                                f"{args.in_chans} and {args.classes}")
             module, function = RUNNERS[args.command]
             return getattr(importlib.import_module(module), function)(args)
         elif args.command == "table":
@@ -256,6 +271,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(markdown(collect(args.runs)))
     except UserError as e:
         print(f"ssat: error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader went away (`ssat table runs | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as e:  # disk full, permission denied, not a directory ... on a path the user gave
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"ssat: error: {e.strerror or first_line(e)}{where}; check the path, its permissions and the free "
+              f"disk space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ssat: interrupted; a training run continues from its last epoch with `ssat train --resume DIR`",

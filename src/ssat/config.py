@@ -262,6 +262,9 @@ class Config:
               f"--decoder-dim, --decoder-depth and --decoder-heads must be at least 1, got {self.decoder_dim}, "
               f"{self.decoder_depth} and {self.decoder_heads}")
         check(self.dino_out_dim >= 1, f"--dino-out-dim must be at least 1, got {self.dino_out_dim}")
+        check(self.aux not in ("simclr", "dino") or self.method not in ("ssat", "pretrain") or self.batch_size >= 2,
+              f"--aux {self.aux} compares the images of a batch (and normalises its projection over the batch): "
+              f"give --batch-size 2 or more, got {self.batch_size}")
         check(self.decoder_dim % self.decoder_heads == 0,
               f"--decoder-dim ({self.decoder_dim}) must be divisible by --decoder-heads ({self.decoder_heads})")
         check(self.decoder_dim % 4 == 0, f"--decoder-dim must be divisible by 4 (2-D sin-cos), got {self.decoder_dim}")

@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from ssat.errors import UserError
 from ssat.flops import inference_flops_per_image, train_flops_per_image
 
 
@@ -50,6 +51,18 @@ def peak_memory_gb(device: torch.device) -> dict:
         return {"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 3)}
     # ru_maxrss is in KiB on Linux: the process's peak resident memory (model, data, activations).
     return {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3)}
+
+
+def check_country(code: str) -> None:
+    """--country must be a grid codecarbon has data for (else it would report emissions for a made-up grid)."""
+    try:
+        from codecarbon.input import DataSource
+        known = DataSource().get_global_energy_mix_data()
+    except Exception:  # no codecarbon (or another layout of its data): the meter says it could not measure
+        return
+    if code not in known:
+        raise UserError(f"--country {code} is not a grid codecarbon knows; give an ISO 3166 alpha-3 code such as "
+                        f"USA, DEU, FRA or IND (or --no-energy)")
 
 
 class EnergyMeter:

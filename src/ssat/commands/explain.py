@@ -76,7 +76,7 @@ def attention_rollout(model, x: torch.Tensor) -> np.ndarray:
 def _overlay(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
     import matplotlib
     colored = matplotlib.colormaps["jet"](heat)[..., :3]
-    return 0.55 * rgb + 0.45 * colored
+    return np.clip(0.55 * rgb + 0.45 * colored, 0.0, 1.0)  # rounding can overshoot 1 by an ulp
 
 
 def gradcam_grid(checkpoints: list[str], out: str, n: int = 8, dataset: Optional[str] = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from ssat import engine
@@ -18,7 +18,8 @@ from ssat.config import Config
 from ssat.data.perturb import Perturbed, name_of
 from ssat.data.prepare import load_for
 from ssat.data.transforms import Transformed, eval_transform
-from ssat.errors import UserError
+from ssat.data.files import BAD_IMAGE_ERRORS, decode
+from ssat.errors import UserError, first_line
 from ssat.models import build_backbone
 from ssat.runs import atomic_write_text, load_trained
 
@@ -88,13 +89,14 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_roo
 
 
 def read_image(path: str, in_chans: int) -> Image.Image:
+    """Decoded exactly as training decodes files (16-bit rescaled, transparency on white), same errors."""
     if not Path(path).is_file():
         raise UserError(f"image {path} does not exist; pass paths of image files")
     try:
-        with Image.open(path) as im:
-            return im.convert("L" if in_chans == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"{path} is not a readable image ({e}); pass a PNG/JPEG file") from None
+        return decode(Path(path), "L" if in_chans == 1 else "RGB")
+    except BAD_IMAGE_ERRORS as e:
+        raise UserError(f"{path} is not a readable image ({type(e).__name__}: {first_line(e, 120)}); pass a "
+                        f"PNG/JPEG file") from None
 
 
 @torch.inference_mode()

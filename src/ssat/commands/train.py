@@ -217,6 +217,9 @@ def _pretrain_then_finetune(cfg: Config, resume, log, state, world: World, devic
     stage = Config(**{**cfg.to_dict(), "method": "pretrain", "epochs": cfg.pretrain_epochs, "pretrain_epochs": 0,
                       "out": str(out / "pretrain"), "layer_decay": 1.0})
     pre = RunDir(stage.out)
+    fine_run = RunDir(out)
+    if world.is_main and not any(f.exists() for f in (fine_run.checkpoint, fine_run.summary, fine_run.weights)):
+        fine_run.create().write_config(cfg)  # so that `--resume OUT` finds the whole recipe during stage 1
     if pre.summary.exists():
         log(f"pre-training already done in {pre.path}")
         pre_summary = json.loads(pre.summary.read_text())
@@ -300,6 +303,8 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
 
+        if cfg.energy and world.is_main:
+            cost.check_country(cfg.country)
         data = load_for(cfg, log)
         resolve_for_data(cfg, data)
         run = RunDir(cfg.out)

@@ -9,6 +9,7 @@ from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, register_dataset
 from ssat.errors import UserError
 
 DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
+NUM_CLASSES = 345
 
 
 def _read_split(root, domain: str, split: str):
@@ -17,13 +18,19 @@ def _read_split(root, domain: str, split: str):
         raise UserError(f"DomainNet split file {path} not found; set --data-root to the folder holding "
                         f"{domain}/ and {domain}_train.txt / {domain}_test.txt")
     paths, labels, names = [], [], {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; restore the released split file") from None
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise UserError(f"{path}:{n}: expected '<domain>/<class>/<file> <label>', got {line!r}")
         rel, label = parts[0], int(parts[1])
+        if not 0 <= label < NUM_CLASSES:  # a typo of 99999 would otherwise build a 100,000-class model
+            raise UserError(f"{path}:{n}: label {label} is outside DomainNet's 0..{NUM_CLASSES - 1}; fix the line")
         paths.append(root / rel)
         labels.append(label)
         class_name = rel.split("/")[-2] if rel.count("/") >= 2 else str(label)

@@ -33,10 +33,13 @@ def parse(spec: str) -> tuple[str, float]:
         severity = float(value) if value else DEFAULTS[kind]
     except ValueError:
         raise UserError(f"--perturb {spec}: severity '{value}' is not a number") from None
-    valid = {"perspective": 0 < severity <= 1, "jpeg": 1 <= severity <= 95}.get(kind, severity > 0)
+    # Upper bounds too: an infinite blur radius crashes PIL's C code (a segmentation fault), an infinite angle
+    # or noise gives no image at all.
+    valid = {"perspective": 0 < severity <= 1, "jpeg": 1 <= severity <= 95, "rotate": 0 < severity <= 360,
+             "blur": 0 < severity <= 100, "noise": 0 < severity <= 10}[kind]
     if not valid:
-        raise UserError(f"--perturb {spec}: severity out of range (perspective in (0, 1], jpeg quality 1..95, "
-                        f"others > 0)")
+        raise UserError(f"--perturb {spec}: severity out of range (perspective in (0, 1], rotate in (0, 360] "
+                        f"degrees, blur in (0, 100] px, noise in (0, 10], jpeg quality 1..95)")
     return kind, severity
 
 

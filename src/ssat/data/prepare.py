@@ -9,6 +9,7 @@ import numpy as np
 
 from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DataBundle, DataOptions, array_stats, \
     load_dataset
+from ssat.errors import UserError
 
 STATS_SAMPLE = 500  # images decoded to estimate file-based sets' statistics
 
@@ -42,6 +43,9 @@ def load_for(cfg, log: Optional[Callable[[str], None]] = None, *, name: Optional
              root: Optional[str] = None) -> DataBundle:
     data = load_dataset(name or cfg.dataset, root if root is not None else cfg.data_root, cfg.download,
                         options_of(cfg, log))
+    for split, images in (("training", data.train), ("test", data.test)):
+        if len(images) == 0:  # found now, not after a training epoch
+            raise UserError(f"{data.name}: the {split} split holds no image; check --data-root and its split files")
     if cfg.gray_to_rgb:
         data = to_rgb(data)
     if cfg.stats == "imagenet" and data.in_chans == 3:
