@@ -154,7 +154,23 @@ def test_csv_test_image_in_the_training_list_is_refused(tmp_path, capsys):
         f.write(test_row + "\n")
     from test_cli import run_error
     line = run_error(capsys, ["data", "info", "--dataset", "csv", "--data-root", str(root)])
-    assert "train.csv and test.csv both list" in line and "must not be trained on" in line
+    assert "csv: the train and test splits both list" in line and "must not be trained on" in line
+
+
+def test_split_entries_outside_the_data_root_need_a_flag_and_duplicates_are_a_warning(tmp_path, capsys):
+    root = write_csv_lists(tmp_path / "csv")
+    outside = tmp_path / "elsewhere.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    with open(root / "train.csv", "a") as f:
+        f.write(f"../elsewhere.png,benign\nimages/train_benign_0.png,benign\n")
+    from test_cli import run_error
+    line = run_error(capsys, ["data", "info", "--dataset", "csv", "--data-root", str(root)])
+    assert f"names {outside}, outside --data-root" in line and "--allow-outside-root" in line
+    assert main(["data", "info", "--dataset", "csv", "--data-root", str(root), "--json",
+                 "--allow-outside-root"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["splits"]["train"] == 8
+    assert "warning: the csv train split lists 1 image(s) more than once" in captured.err
 
 
 @pytest.mark.parametrize("label", [0.7, "1", True])

@@ -129,3 +129,29 @@ def test_damaged_images_in_predict(tmp_path, capsys, finished_run):
         bad = tmp_path / f"{i}.png"
         bad.write_bytes(data)
         check(capsys, ["predict", "--checkpoint", str(finished_run), str(bad)])
+
+
+@pytest.mark.parametrize("key", ["rng", "epoch", "config", "optimizer"])
+def test_a_checkpoint_missing_a_key_cannot_resume(tmp_path, capsys, finished_run, key):
+    import torch
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "summary.json").unlink()
+    state = torch.load(run / "checkpoint-last.pt", weights_only=True)
+    del state[key]
+    torch.save(state, run / "checkpoint-last.pt")
+    check(capsys, ["train", "--resume", str(run)])
+    assert main(["train", "--resume", str(run)]) == 2
+    assert f"is damaged: '{key}' is missing or malformed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("meta", [{"config": "[1, 2]"}, {"data": json.dumps({"in_chans": 1})},
+                                  {"data": json.dumps({"classes": "0123", "in_chans": 1, "mean": [0], "std": [1]})}])
+def test_safetensors_with_malformed_metadata_is_one_line(tmp_path, capsys, finished_run, meta):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    with safe_open(str(finished_run / "model.safetensors"), "pt") as f:
+        metadata = {**f.metadata(), **meta}
+    save_file(load_file(str(finished_run / "model.safetensors")), str(tmp_path / "m.safetensors"), metadata=metadata)
+    assert main(["eval", "--checkpoint", str(tmp_path / "m.safetensors")]) == 2
+    assert "its ssat metadata is malformed" in capsys.readouterr().err

@@ -114,6 +114,8 @@ def build_parser() -> Parser:
     di.add_argument("--domain", help="DomainNet domain")
     di.add_argument("--medmnist-size", type=int, help="MedMNIST release: 28, 64, 128 or 224")
     di.add_argument("--gray-to-rgb", action="store_true", default=None, help="replicate grayscale to 3 channels")
+    di.add_argument("--allow-outside-root", action="store_true", default=None,
+                    help="let split files name images outside --data-root")
     di.add_argument("--json", action="store_true", help="one JSON object instead of text")
 
     sw = sub.add_parser("sweep", help="run a grid of runs from a YAML file (resumable)",

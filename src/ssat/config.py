@@ -33,6 +33,8 @@ class Config:
     medmnist_size: int = opt(28, "MedMNIST release to read: 28, 64, 128 or 224 px", "data")
     on_bad_image: str = opt("error", "an unreadable image file: 'error' (stop, naming it) or 'skip' (scan once at "
                                      "load, leave bad files out and list them)", "data", choices="error,skip")
+    allow_outside_root: bool = opt(False, "let split files (CSV lists, Chaoyang / DomainNet lists) name images "
+                                          "outside --data-root (absolute paths, ../); refused by default", "data")
     gray_to_rgb: bool = opt(False, "replicate grayscale images to 3 channels (default: 1 input channel)", "data")
     stats: str = opt("dataset", "normalisation: 'dataset' (the set's standard constants), 'compute' (estimated "
                                 "from the training images) or 'imagenet'", "data",

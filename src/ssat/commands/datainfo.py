@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 
 import numpy as np
@@ -13,7 +14,7 @@ from ssat.data.prepare import load_for
 
 
 def info(cfg: Config) -> dict:
-    data = load_for(cfg, log=lambda msg: None)
+    data = load_for(cfg, log=lambda msg: print(msg, file=sys.stderr))
     first, _ = data.train[0]
     test_labels = getattr(data.test, "labels", None) or [data.test[i][1] for i in range(len(data.test))]
     train_counts, test_counts = Counter(data.train_targets), Counter(test_labels)
@@ -50,7 +51,8 @@ def text(report: dict) -> str:
 
 def main(args) -> int:
     cfg = Config.from_dict({k: getattr(args, k) for k in ("dataset", "data_root", "download", "train_split",
-                                                           "domain", "medmnist_size", "gray_to_rgb")
+                                                           "domain", "medmnist_size", "gray_to_rgb",
+                                                           "allow_outside_root")
                             if getattr(args, k) is not None}, source="command line").validate()
     report = info(cfg)
     print(json.dumps(report) if args.json else text(report))

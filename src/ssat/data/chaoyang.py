@@ -42,4 +42,4 @@ def load(root, download, options):
     if root is None:
         raise UserError("--dataset chaoyang needs --data-root: the folder holding train.json and test.json")
     return file_bundle("chaoyang", _split(root, "train"), _split(root, "test"), CLASSES, options,
-                       IMAGENET_MEAN, IMAGENET_STD)
+                       IMAGENET_MEAN, IMAGENET_STD, root=root)

@@ -1,6 +1,6 @@
 """Your own data as CSV lists: `<root>/train.csv` and `<root>/test.csv` (or `val.csv`), one `path,label` per row
-(an optional header row `path,label`). Paths are relative to the CSV's folder (or absolute); labels are class
-names or integers. Classes are the sorted set of training labels (integers sorted numerically)."""
+(an optional header row `path,label`). Paths are relative to the CSV's folder (absolute ones, or ones outside
+the folder, only with --allow-outside-root); labels are class names or integers. Classes are the sorted set of training labels (integers sorted numerically)."""
 
 from __future__ import annotations
 
@@ -48,14 +48,9 @@ def load(root, download, options):
     classes = sorted(set(train_labels), key=int if numeric else str)
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(test_labels) - set(index))
-    shared = sorted(set(map(str, train_paths)) & set(map(str, test_paths)))
-    if shared:
-        raise UserError(f"train.csv and {test_csv.name} both list {shared[0]}"
-                        + (f" and {len(shared) - 1} more" if len(shared) > 1 else "")
-                        + "; a test image must not be trained on: remove it from one list")
     if unknown:
         raise UserError(f"{test_csv}: label {unknown[0]!r} does not occur in train.csv; every test class needs "
                         f"training images")
     return file_bundle("csv", FileImageDataset(train_paths, [index[y] for y in train_labels]),
                        FileImageDataset(test_paths, [index[y] for y in test_labels]), [str(c) for c in classes],
-                       options, IMAGENET_MEAN, IMAGENET_STD)
+                       options, IMAGENET_MEAN, IMAGENET_STD, root=root)

@@ -57,4 +57,5 @@ def load(root, download, options):
     num_classes = max(names) + 1
     classes = [names.get(c, str(c)) for c in range(num_classes)]
     return file_bundle("domainnet", FileImageDataset(train_paths, train_labels),
-                       FileImageDataset(test_paths, test_labels), classes, options, IMAGENET_MEAN, IMAGENET_STD)
+                       FileImageDataset(test_paths, test_labels), classes, options, IMAGENET_MEAN, IMAGENET_STD,
+                       root=root)

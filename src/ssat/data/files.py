@@ -96,11 +96,37 @@ def check_labels(labels: Sequence[int], num_classes: int, where: str) -> None:
         raise UserError(f"{where}: label {bad} is outside 0..{num_classes - 1}; fix the labels or the class list")
 
 
+def check_split_paths(name: str, train: FileImageDataset, test: FileImageDataset, root: Optional[Path],
+                      options) -> None:
+    """Images a test split shares with the training split are refused (the test score would be inflated);
+    entries outside --data-root are refused unless --allow-outside-root; a split listing an image twice is odd
+    but usable, and said in one line."""
+    resolved = {split: [p.resolve() for p in ds.paths] for split, ds in (("train", train), ("test", test))}
+    shared = sorted(set(resolved["train"]) & set(resolved["test"]))
+    if shared:
+        raise UserError(f"{name}: the train and test splits both list {shared[0]}"
+                        + (f" and {len(shared) - 1} more" if len(shared) > 1 else "")
+                        + "; a test image must not be trained on: fix the split files")
+    if root is not None and not options.allow_outside_root:
+        top = Path(root).resolve()
+        outside = next((p for ps in resolved.values() for p in ps if not p.is_relative_to(top)), None)
+        if outside is not None:
+            raise UserError(f"{name}: a split file names {outside}, outside --data-root {top}; move the images "
+                            f"under it, or pass --allow-outside-root if that is intended")
+    for split, paths in resolved.items():
+        twice = len(paths) - len(set(paths))
+        if twice:
+            (options.log or print)(f"warning: the {name} {split} split lists {twice} image(s) more than once; they "
+                                   f"count (and train) that many times")
+
+
 def file_bundle(name: str, train: FileImageDataset, test: FileImageDataset, classes: list[str], options,
-                mean, std, native_size: int = 224, hflip: bool = True, in_chans: int = 3):
+                mean, std, native_size: int = 224, hflip: bool = True, in_chans: int = 3,
+                root: Optional[Path] = None):
     from ssat.data.registry import DataBundle
     check_labels(train.labels, len(classes), f"{name} train split")
     check_labels(test.labels, len(classes), f"{name} test split")
+    check_split_paths(name, train, test, root, options)
     train = drop_bad_images(train, options.on_bad_image, options.log, "train")
     test = drop_bad_images(test, options.on_bad_image, options.log, "test")
     return DataBundle(name=name, train=train, test=test, train_targets=list(train.labels), classes=classes,

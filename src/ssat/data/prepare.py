@@ -16,7 +16,7 @@ STATS_SAMPLE = 500  # images decoded to estimate file-based sets' statistics
 
 def options_of(cfg, log: Optional[Callable[[str], None]] = None) -> DataOptions:
     return DataOptions(train_split=cfg.train_split, domain=cfg.domain, medmnist_size=cfg.medmnist_size,
-                       on_bad_image=cfg.on_bad_image, log=log)
+                       on_bad_image=cfg.on_bad_image, allow_outside_root=cfg.allow_outside_root, log=log)
 
 
 def to_rgb(data: DataBundle) -> DataBundle:

@@ -40,6 +40,7 @@ class DataOptions:
     domain: str = "clipart"           # domainnet
     medmnist_size: int = 28           # medmnist: which released file (28, 64, 128 or 224 px)
     on_bad_image: str = "error"       # file-based sets: 'error' or 'skip' (logged)
+    allow_outside_root: bool = False  # split files may name images outside --data-root
     log: Optional[Callable[[str], None]] = None
 
 
