@@ -27,7 +27,7 @@ def train(tmp_path, flags, *extra, name="run"):
 def test_one_epoch_writes_every_run_file(tmp_path, tiny_flags, capsys):
     out = train(tmp_path, tiny_flags, "--energy")
     assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "summary.json", "subset.json",
-                                               "checkpoint-last.pt", "model.safetensors", "energy.json"}
+                                               "checkpoint-last.pt", "model.safetensors", "energy.json", ".lock"}
     subset = json.loads((out / "subset.json").read_text())
     assert subset["indices"] == list(range(1437)) and subset["n_full"] == 1437
     config = yaml.safe_load((out / "config.yaml").read_text())

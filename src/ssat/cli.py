@@ -60,6 +60,8 @@ def registry_epilog() -> str:
 def build_parser() -> Parser:
     parser = Parser(prog="ssat", description="Train Vision Transformers on small data sets with a "
                     "Self-Supervised Auxiliary Task (SSAT: joint classification + MAE reconstruction).")
+    from ssat import __version__
+    parser.add_argument("--version", action="version", version=f"ssat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     train = sub.add_parser("train", help="train a model (scratch or ssat) into a run directory",

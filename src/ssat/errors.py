@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-class UserError(Exception):
-    """A problem with the user's input (flags, data, checkpoint). The message names the problem *and* the fix."""
+class UserError(ValueError):
+    """A problem with the user's input (flags, data, checkpoint). The message names the problem *and* the fix.
+    A ValueError, so that library callers can catch it as the usual bad-value exception."""
 
 
 def first_line(error: BaseException | str, limit: int = 160) -> str:

@@ -17,7 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ssat import cost, distributed, engine
+from ssat import __version__, cost, distributed, engine
 from ssat.config import Config, default_patch_size
 from ssat.data import DataBundle
 from ssat.data.prepare import load_for
@@ -577,5 +577,5 @@ def _summary(t: Training, start: Progress, end: Progress, final: dict, at_select
         "n_test": len(t.data.test), "images_seen": epoch_images(loader) * world.size * cfg.epochs,
         "device": str(t.device), "world_size": world.size, "distributed_backend": distributed.backend(world),
         "precision": str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32", "compiled": cfg.compile,
-        "versions": {"torch": torch.__version__, "timm": timm.__version__},
+        "versions": {"ssat": __version__, "torch": torch.__version__, "timm": timm.__version__},
     }
