@@ -23,13 +23,13 @@ timeout 240 $PY -m pytest -q -p no:cacheprovider -p no:logging tests/test_cuda.p
 
 section "bench bf16, batch 128 and 1024"
 for b in 128 1024; do
-  timeout 120 $PY -m ssat bench --device cuda --precision bf16 --batch $b --compare --data --steps 30 --warmup 5
+  timeout 120 $PY -m ssat bench --device cuda --precision bf16 --batch-size $b --compare --data --steps 30 --warmup 5
 done | tee "$OUT/bench_cuda.jsonl"
 section "bench fp32, batch 1024"
-timeout 120 $PY -m ssat bench --device cuda --precision fp32 --batch 1024 --compare --steps 30 --warmup 5 \
+timeout 120 $PY -m ssat bench --device cuda --precision fp32 --batch-size 1024 --compare --steps 30 --warmup 5 \
   | tee -a "$OUT/bench_cuda.jsonl"
 section "bench bf16 + compile, batch 1024"
-timeout 300 $PY -m ssat bench --device cuda --precision bf16 --batch 1024 --compare --compile --steps 30 \
+timeout 300 $PY -m ssat bench --device cuda --precision bf16 --batch-size 1024 --compare --compile --steps 30 \
   --warmup 5 2>/dev/null | tee -a "$OUT/bench_cuda.jsonl"
 
 section "digits demo config, bf16 vs fp32, scratch and ssat"

@@ -5,9 +5,12 @@ import tiny_model  # noqa: F401 (registers vit_test)
 from ssat.config import Config
 
 # energy=False: codecarbon's start/stop costs ~1 s per run; one test measures it for real (test_train.py).
+# lam / balance / val_fraction: the reference's weighting and no validation split, so that tests about other
+# things see the loss and the training set they state; the defaults (ema, λ 0.9, 10 % validation) have their own.
 TINY = dict(model="vit_test", decoder_dim=16, decoder_depth=1, decoder_heads=2, batch_size=64, epochs=1,
             warmup_epochs=0, quiet=True, deterministic=True, device="cpu", energy=False,
-            precision="fp32")  # explicit: exact comparisons need fp32 whatever 'auto' picks
+            precision="fp32",  # explicit: exact comparisons need fp32 whatever 'auto' picks
+            lam=0.1, balance="none", val_fraction=0.0)
 
 
 @pytest.fixture
@@ -17,14 +20,21 @@ def tiny_cfg():
     return make
 
 
+def as_flags(options: dict) -> list[str]:
+    """Config options as `ssat train` flags (each field's own flag name, e.g. lam -> --lambda)."""
+    from ssat.cli import flag_of
+    fields = Config.__dataclass_fields__
+    flags = []
+    for k, v in options.items():
+        name = flag_of(fields[k])
+        flags += [name] if v is True else ["--no-" + name[2:]] if v is False else [name, str(v)]
+    return flags
+
+
 @pytest.fixture
 def tiny_flags():
     """The TINY settings as `ssat train` flags."""
-    flags = []
-    for k, v in TINY.items():
-        name = "--" + k.replace("_", "-")
-        flags += [name] if v is True else ["--no-" + name[2:]] if v is False else [name, str(v)]
-    return flags
+    return as_flags(TINY)
 
 
 @pytest.fixture(autouse=True)

@@ -40,7 +40,7 @@ def test_ssat_training_flops_add_the_masked_stream_and_decoder(tiny_cfg):
 
 
 def test_bench_prints_one_json_line_with_the_comparison(capsys):
-    assert main(["bench", "--model", "vit_test", "--img", "8", "--patch", "2", "--batch", "8", "--steps", "2",
+    assert main(["bench", "--model", "vit_test", "--img-size", "8", "--patch-size", "2", "--batch-size", "8", "--steps", "2",
                  "--warmup", "1", "--compare", "--data", "--no-peak", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
@@ -72,13 +72,19 @@ def test_matmul_peak_is_measured():
     assert matmul_peak_gflops(torch.device("cpu"), None, seconds=0.05) > 0.1
 
 
-def test_bench_rejects_bad_numbers(capsys):
-    assert main(["bench", "--steps", "0"]) == 2
-    assert "--steps, --warmup and --batch must be at least 1" in capsys.readouterr().err
+@pytest.mark.parametrize("argv,message", [
+    (["--steps", "0"], "--steps, --warmup and --classes must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),  # the same check as `ssat train`
+    (["--img-size", "30"], "--img-size 30 is not a multiple of --patch-size 4"),
+    (["--method", "pretrain"], "ssat bench times --method scratch or ssat"),
+])
+def test_bench_rejects_bad_numbers_with_trains_messages(capsys, argv, message):
+    assert main(["bench", "--device", "cpu", "--no-peak", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_bench_times_the_decoder_heads_asked_for(capsys):
-    assert main(["bench", "--model", "vit_test", "--img", "8", "--patch", "2", "--batch", "4", "--steps", "1",
+    assert main(["bench", "--model", "vit_test", "--img-size", "8", "--patch-size", "2", "--batch-size", "4", "--steps", "1",
                  "--warmup", "1", "--no-peak", "--device", "cpu", "--decoder-heads", "4"]) == 0
     assert json.loads(capsys.readouterr().out)["decoder_heads"] == 4
     # the value reaches the model's config: one that does not divide the decoder's width is refused there

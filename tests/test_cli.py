@@ -85,11 +85,13 @@ def test_checkpoint_errors(capsys, tmp_path, tiny_flags):
                                                         str(tmp_path / "bad.png")])
 
 
-def test_yaml_config_is_overridden_by_flags(tmp_path, tiny_flags):
+def test_yaml_config_is_overridden_by_flags(tmp_path):
+    from conftest import TINY, as_flags
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("lambda: 0.3\nmask-ratio: 0.5\nepochs: 1\nfraction: 0.05\nblr: 2e-3\n")
     out = tmp_path / "r"
-    assert main(["train", *tiny_flags, "--config", str(cfg_file), "--mask-ratio", "0.6", "--out", str(out)]) == 0
+    flags = as_flags({k: v for k, v in TINY.items() if k != "lam"})  # lambda comes from the YAML file here
+    assert main(["train", *flags, "--config", str(cfg_file), "--mask-ratio", "0.6", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lambda"] == 0.3 and summary["mask_ratio"] == 0.6
     assert summary["lr"] == pytest.approx(2e-3 * 64 / 256)
@@ -97,7 +99,8 @@ def test_yaml_config_is_overridden_by_flags(tmp_path, tiny_flags):
 
 def test_preset_sits_below_yaml_and_flags(tmp_path):
     import yaml
-    from ssat.cli import build_parser, config_from_args
+    from ssat.cli import build_parser
+    from ssat.commands.train import config_from_args
     paper = yaml.safe_load((Path(__file__).parents[1] / "src/ssat/presets/paper.yaml").read_text())
     cfg, _ = config_from_args(build_parser().parse_args(["train", "--preset", "paper"]))
     assert (cfg.img_size, cfg.patch_size, cfg.init, cfg.lam, cfg.val_fraction, cfg.eval_every) == \
@@ -179,7 +182,7 @@ def test_predict_decodes_like_training_and_refuses_decompression_bombs(tmp_path,
     import numpy as np
     from PIL import Image
 
-    from ssat.commands.inference import read_image
+    from ssat.inference import read_image
     from ssat.data.files import decode
     sixteen, clear = tmp_path / "16.png", tmp_path / "clear.png"
     Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(sixteen)

@@ -14,12 +14,9 @@ from ssat.commands.explain import attention_rollout, vit_reshape
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     import tiny_model  # noqa: F401
-    from conftest import TINY
+    from conftest import TINY, as_flags
     tmp = tmp_path_factory.mktemp("explain")
-    flags = []
-    for k, v in TINY.items():
-        name = "--" + k.replace("_", "-")
-        flags += [name] if v is True else ["--no-" + name[2:]] if v is False else [name, str(v)]
+    flags = as_flags(TINY)
     runs = {}
     for method in ("scratch", "ssat"):
         runs[method] = tmp / method

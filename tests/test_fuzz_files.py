@@ -40,16 +40,9 @@ def corruptions(data: bytes, seed: int) -> list[bytes]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     import tiny_model  # noqa: F401
-    from conftest import TINY
+    from conftest import TINY, as_flags
     out = tmp_path_factory.mktemp("fuzz") / "run"
-    flags = [f"--{k.replace('_', '-')}" if v is True else f"--no-{k.replace('_', '-')}" if v is False else None
-             for k, v in TINY.items()]
-    argv = ["train"]
-    for k, v in TINY.items():
-        name = "--" + k.replace("_", "-")
-        argv += [name] if v is True else ["--no-" + name[2:]] if v is False else [name, str(v)]
-    assert main([*argv, "--fraction", "0.05", "--val-per-class", "1", "--out", str(out)]) == 0
-    del flags
+    assert main(["train", *as_flags(TINY), "--fraction", "0.05", "--val-per-class", "1", "--out", str(out)]) == 0
     return out
 
 

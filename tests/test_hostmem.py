@@ -43,9 +43,15 @@ def test_keep_freed_memory_stops_page_faults_of_every_step():
     assert int(kept) * 5 < int(default), (default, kept)  # ...and keeps them once told to
 
 
-def test_keep_freed_memory_is_applied_for_cpu_training(tiny_cfg, tmp_path, monkeypatch):
-    from ssat.commands import train as train_module
+def test_keep_freed_memory_is_opt_in_at_the_cli(tiny_cfg, tiny_flags, tmp_path, monkeypatch):
+    from ssat import hostmem
+    from ssat.cli import main
+    from ssat.training import train
     calls = []
-    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(1) or True)
-    train_module.train(tiny_cfg(out=str(tmp_path / "run"), epochs=1, device="cpu"))
+    monkeypatch.setattr(hostmem, "keep_freed_memory", lambda: calls.append(1) or True)
+    train(tiny_cfg(out=str(tmp_path / "lib"), epochs=1, device="cpu", fraction=0.05))
+    assert calls == []  # the library never changes the process's allocator by itself
+    assert main(["train", *tiny_flags, "--fraction", "0.05", "--out", str(tmp_path / "a")]) == 0
+    assert calls == []
+    assert main(["train", *tiny_flags, "--fraction", "0.05", "--keep-freed-memory", "--out", str(tmp_path / "b")]) == 0
     assert calls == [1]

@@ -13,7 +13,7 @@ from ssat.commands.sweep import points, read_sweep
 
 BASE = {"model": "vit_test", "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "batch_size": 64,
         "epochs": 1, "warmup_epochs": 0, "deterministic": True, "device": "cpu", "energy": False,
-        "fraction": 0.2}
+        "fraction": 0.2, "balance": "none", "val_fraction": 0.0}  # the reference weighting, no validation split
 
 
 def write_sweep(tmp_path, grid, name="s", **base):
@@ -47,7 +47,7 @@ def test_killed_sweep_resumes_without_repeating_finished_runs(tmp_path, monkeypa
     assert len(finished) == 2
     monkeypatch.setattr(sweep_mod, "_run_here", real)
     trained = []
-    monkeypatch.setattr("ssat.commands.train.train", lambda cfg, **kw: trained.append(cfg.out))
+    monkeypatch.setattr("ssat.training.train", lambda cfg, **kw: trained.append(cfg.out))
     results = sweep_mod.sweep(str(path), quiet=True)
     assert [r["status"] for r in results].count("done before") == 2
     assert len(trained) == 1 and all(name not in trained[0] for name in finished)
@@ -156,7 +156,7 @@ def test_a_crashing_point_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatc
         calls.append(cfg.seed)
         if cfg.seed == 0:
             raise RuntimeError("boom")
-    monkeypatch.setattr("ssat.commands.train.train", train)
+    monkeypatch.setattr("ssat.training.train", train)
     path = write_sweep(tmp_path, {"seed": [0, 1, 2]})
     assert main(["sweep", str(path)]) == 2
     err = capsys.readouterr().err

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from ssat import engine
 from ssat.cli import main
-from ssat.commands.train import resolve_precision
+from ssat.engine import resolve_precision
 from ssat.cost import EnergyMeter
 from ssat.data import load_dataset
 

@@ -162,3 +162,28 @@ def test_scratch_logs_no_weights(tmp_path, tiny_flags):
 ])
 def test_bad_weighting_and_validation_options_are_one_line_errors(capsys, tmp_path, tiny_flags, argv, message):
     assert message in run_error(capsys, ["train", *tiny_flags, "--out", str(tmp_path / "r"), *argv])
+
+
+def test_defaults_are_the_studys_choice_and_paper_restores_the_reference():
+    from ssat.config import Config
+    default = Config()
+    assert (default.balance, default.lam, default.val_fraction, default.eval_every) == ("ema", 0.9, 0.1, None)
+    paper = Config.from_dict({"preset": "paper"})
+    assert (paper.balance, paper.lam, paper.val_fraction, paper.eval_every) == ("none", 0.1, 0.0, 1)
+    small = Config.from_dict({"preset": "small"})
+    assert (small.model, small.batch_size, small.lr, small.drop_path, small.balance, small.lam) == \
+        ("vit_mini", 32, 1e-3, 0.0, "ema", 0.9)
+
+
+def test_a_default_run_holds_out_a_tenth_and_reports_both_test_numbers(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "vit_test", "--epochs", "2", "--fraction", "0.3", "--no-energy", "--quiet",
+                 "--decoder-dim", "16", "--decoder-heads", "2", "--decoder-depth", "1", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    summary = json.loads((out / "summary.json").read_text())
+    subset = json.loads((out / "subset.json").read_text())
+    held = {c: max(1, round(0.1 * (n + subset["val_class_counts"][c]))) for c, n in subset["class_counts"].items()}
+    assert summary["balance"] == "ema" and subset["val_class_counts"] == held
+    assert summary["n_val"] == sum(held.values()) == len(subset["val_indices"])
+    assert printed["test_acc1_selected"] == summary["test_acc1_selected"] is not None
+    assert printed["test_acc1"] == summary["test_acc1"]

@@ -2,6 +2,6 @@
 
 from ssat.config import Config
 from ssat.errors import UserError
+from ssat.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Config", "UserError", "__version__"]

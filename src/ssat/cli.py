@@ -7,19 +7,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Optional
 
-from ssat.config import Config, load_yaml, preset_names
+from ssat.config import RESUMABLE, Config, preset_names
 from ssat.errors import UserError, first_line
-
-# What may differ when a run is resumed: where/how it runs and how long, and the step size.
-RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "country", "energy",
-             "lr", "blr", "clip_grad"}  # the last three: to go on after a divergence
-
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, like every other user error
@@ -30,11 +23,14 @@ def flag_of(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, only: Optional[dict] = None) -> None:
+    """Config's fields as flags (all of them, or the names in `only`, mapped to the command's own defaults)."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(Config):
+        if only is not None and f.name not in only:
+            continue
         group = groups.setdefault(f.metadata["group"], parser.add_argument_group(f.metadata["group"]))
-        default = f.default
+        default = f.default if only is None or only[f.name] is None else only[f.name]
         help_text = f.metadata["help"] + ("" if default is None else f" [default: {default}]")
         if f.type in ("bool", "Optional[bool]"):
             group.add_argument(flag_of(f), dest=f.name, action=argparse.BooleanOptionalAction,
@@ -49,7 +45,7 @@ def registry_epilog() -> str:
     from ssat.auxtasks import AUX_TASKS
     from ssat.data import DATASETS
     from ssat.models import MODELS
-    from ssat.objective import METHODS
+    from ssat.methods import METHODS
     lines = ["models:"] + [f"  {n:<12} {s.description}" for n, s in MODELS.items()]
     lines += ["data sets:"] + [f"  {n:<12} {s.description}" for n, s in DATASETS.items()]
     lines += [f"methods: {', '.join(METHODS)}    auxiliary tasks: {', '.join(AUX_TASKS)}"]
@@ -60,7 +56,7 @@ def registry_epilog() -> str:
 def build_parser() -> Parser:
     parser = Parser(prog="ssat", description="Train Vision Transformers on small data sets with a "
                     "Self-Supervised Auxiliary Task (SSAT: joint classification + MAE reconstruction).")
-    from ssat import __version__
+    from ssat.version import __version__
     parser.add_argument("--version", action="version", version=f"ssat {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
@@ -79,6 +75,10 @@ def build_parser() -> Parser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     pt.add_argument("--config", help="YAML file of options (flags given here override it)")
     pt.add_argument("--resume", metavar="RUN", help="continue a killed pre-training run")
+    for p in (train, pt):
+        p.add_argument("--keep-freed-memory", action="store_true",
+                       help="CPU: let glibc keep freed memory mapped for the whole process, so each step's "
+                            "activations are not faulted back in page by page (a few per cent faster steps)")
     add_config_flags(pt)
 
     ev = sub.add_parser("eval", help="top-1/top-5 accuracy of a trained model (prints one JSON line)",
@@ -161,19 +161,9 @@ def build_parser() -> Parser:
     bn = sub.add_parser("bench", help="time the training step (and the in-memory data path); one JSON line",
                         description="Time warm-up + N optimizer steps of the real training loop on synthetic "
                                     "data and print images/s, ms/step and achieved GFLOP/s.")
-    bn.add_argument("--model", default="vit_tiny", help="backbone [default: vit_tiny]")
-    bn.add_argument("--img", type=int, default=32, help="image size in pixels [default: 32]")
-    bn.add_argument("--patch", type=int, default=4, help="patch size [default: 4]")
-    bn.add_argument("--batch", type=int, default=128, help="images per step [default: 128]")
-    bn.add_argument("--method", default="ssat", choices=["scratch", "ssat"], help="[default: ssat]")
+    add_config_flags(bn, only=BENCH_OPTIONS)  # the same names and checks as `ssat train`
     bn.add_argument("--compare", action="store_true", help="also time the other method; adds the step-time ratio")
-    bn.add_argument("--decoder-heads", type=int, default=Config.decoder_heads,
-                    help=f"MAE decoder heads of the SSAT step [default: {Config.decoder_heads}, the reference's; "
-                         "4 is faster on CPUs]")
-    bn.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
-    bn.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                    help="as `ssat train --precision` [default: auto]")
-    bn.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up includes compiling)")
+    bn.add_argument("--keep-freed-memory", action="store_true", help="as `ssat train --keep-freed-memory`")
     bn.add_argument("--steps", type=int, default=10, help="timed steps [default: 10]")
     bn.add_argument("--warmup", type=int, default=3, help="untimed steps first [default: 3]")
     bn.add_argument("--classes", type=int, default=10, help="classifier outputs [default: 10]")
@@ -182,37 +172,18 @@ def build_parser() -> Parser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[dict]]:
-    """Merge defaults < YAML < flags. With --resume, the run's own config is the base and only RESUMABLE
-    options may be given; the loaded checkpoint is returned so it is read once."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
-    if args.resume:
-        from ssat.runs import load_checkpoint
-        fixed = sorted(set(given) - RESUMABLE) + (["config"] if args.config else [])
-        if fixed:
-            raise UserError(f"--resume continues a run with its own settings, so {', '.join(fixed)} cannot be "
-                            f"changed; start a new run with --out to change them")
-        # The run continues where its files are now, even if the directory was moved since.
-        run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
-        staged = run_dir / "config.yaml"
-        if Path(args.resume).is_dir() and not (run_dir / "checkpoint-last.pt").exists() and staged.is_file():
-            # SSL+FT stopped in its pre-training stage: OUT holds only its config; the stage resumes itself.
-            cfg = Config.from_dict({**load_yaml(staged), **given, "out": str(run_dir)}, source=str(staged))
-            if cfg.method == "sslft" and cfg.pretrain_epochs > 0:
-                return cfg, None
-        state = load_checkpoint(args.resume)
-        return Config.from_dict({**state["config"], **given, "out": str(run_dir)}, source="command line"), state
-    base = load_yaml(args.config) if args.config else {}
-    Config.from_dict({**base}, source=args.config or "config")  # its own errors name the file
-    return Config.from_dict({**base, **given}, source="command line"), None
+# `ssat bench` times a step built from these Config options (None: Config's default; else bench's own).
+BENCH_OPTIONS = {"model": None, "img_size": 32, "patch_size": 4, "batch_size": 128, "method": None,
+                 "decoder_heads": None, "lam": None, "balance": None, "mask_ratio": None, "device": None,
+                 "precision": None, "compile": None}
 
-
-# command -> (module, function(args) -> exit code); imported only when used, so `ssat --help` stays fast.
-RUNNERS = {"sweep": ("ssat.commands.sweep", "main"), "report": ("ssat.commands.report", "main"),
-           "gradcam": ("ssat.commands.explain", "main_gradcam"),
-           "reconstruct": ("ssat.commands.explain", "main_reconstruct"),
-           "models": ("ssat.commands.models", "main"), "data": ("ssat.commands.datainfo", "main"),
-           "bench": ("ssat.commands.bench", "main")}
+# command -> "module:function(args) -> exit code"; each module is imported only when used (`ssat --help` stays fast).
+COMMANDS = {"train": "ssat.commands.train:main", "pretrain": "ssat.commands.train:main_pretrain",
+            "eval": "ssat.commands.inference:main_eval", "predict": "ssat.commands.inference:main_predict",
+            "table": "ssat.commands.table:main", "data": "ssat.commands.datainfo:main",
+            "sweep": "ssat.commands.sweep:main", "report": "ssat.commands.report:main",
+            "gradcam": "ssat.commands.explain:main_gradcam", "reconstruct": "ssat.commands.explain:main_reconstruct",
+            "models": "ssat.commands.models:main", "bench": "ssat.commands.bench:main"}
 
 
 def one_line(message: str) -> str:
@@ -230,49 +201,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        if args.command in ("train", "pretrain"):
-            from ssat.commands.train import train
-            cfg, state = config_from_args(args)
-            if args.command == "pretrain" and not args.resume:
-                from ssat.auxtasks import AUX_TASKS
-                if getattr(args, "method", "pretrain") not in AUX_TASKS | {"pretrain": None}:
-                    raise UserError(f"`ssat pretrain --method` names the self-supervised task: one of "
-                                    f"{', '.join(AUX_TASKS)}, got '{args.method}'")
-                cfg.aux = args.method if hasattr(args, "method") and args.method != "pretrain" else cfg.aux
-                cfg.method = "pretrain"
-            summary = train(cfg, resume=args.resume if state is not None else None, state=state)
-            if summary:  # under torchrun only rank 0 returns one
-                print(json.dumps({k: summary.get(k) for k in ("method", "model", "dataset", "epochs", "test_acc1",
-                                                               "test_acc5", "test_acc1_selected", "selected_epoch",
-                                                               "best_acc1", "train_time_s")}
-                                 | {"run": cfg.out}))
-        elif args.command == "eval":
-            from ssat.commands.inference import evaluate_checkpoint
-            if args.batch_size < 1 or args.perturb_seed < 0:
-                raise UserError(f"--batch-size must be at least 1 and --perturb-seed at least 0, got "
-                                f"{args.batch_size} and {args.perturb_seed}")
-            print(json.dumps(evaluate_checkpoint(args.checkpoint, args.dataset, args.data_root, args.download,
-                                                 args.batch_size, args.device, domain=args.domain,
-                                                 perturb=args.perturb, perturb_seed=args.perturb_seed)))
-        elif args.command == "predict":
-            from ssat.commands.inference import predict, print_json_lines
-            if args.topk < 1:
-                raise UserError(f"--topk must be at least 1, got {args.topk}")
-            print_json_lines(predict(args.checkpoint, args.images, args.topk, args.device))
-        elif args.command in RUNNERS:  # commands whose module reads the parsed flags itself
-            if args.command == "bench" and (args.steps < 1 or args.warmup < 1 or args.batch < 1):
-                raise UserError("--steps, --warmup and --batch must be at least 1")
-            if args.command in ("gradcam", "reconstruct") and args.n < 1:
-                raise UserError(f"--n must be at least 1 (images to draw), got {args.n}")
-            if args.command == "models" and min(args.img_size, args.in_chans, args.classes) < 1:
-                raise UserError(f"--img-size, --in-chans and --classes must be at least 1, got {args.img_size}, "
-                                f"{args.in_chans} and {args.classes}")
-            module, function = RUNNERS[args.command]
-            return getattr(importlib.import_module(module), function)(args)
-        elif args.command == "table":
-            from ssat.commands.table import markdown
-            from ssat.runs import collect
-            print(markdown(collect(args.runs)))
+        module, function = COMMANDS[args.command].split(":")
+        return getattr(importlib.import_module(module), function)(args)
     except UserError as e:
         print(f"ssat: error: {one_line(str(e))}", file=sys.stderr)
         return 2
@@ -288,4 +218,3 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("ssat: interrupted; a training run continues from its last epoch with `ssat train --resume DIR`",
               file=sys.stderr)
         return 130
-    return 0

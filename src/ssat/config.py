@@ -46,9 +46,10 @@ class Config:
                                      "data")
     subset_seed: int = opt(127, "seed of the --fraction subset and of the validation split (127 as the "
                                 "reference; independent of --seed so every method/seed sees the same images)", "data")
-    val_fraction: float = opt(0.0, "hold out this stratified, seeded fraction of the training images as a "
+    val_fraction: float = opt(0.1, "hold out this stratified, seeded fraction of the training images as a "
                                    "validation split, in [0, 1): it selects the best epoch (test accuracy is then "
-                                   "reported at that epoch too) and is what to tune on; 0 = none", "data")
+                                   "reported at that epoch too) and is what to tune on; 0 = none (the reference)",
+                              "data")
     val_per_class: Optional[int] = opt(None, "hold out N training images per class as the validation split "
                                              "instead (each class keeps at least one training image)", "data")
     img_size: Optional[int] = opt(None, "input size in pixels (default: the data set's native size)", "data")
@@ -88,16 +89,18 @@ class Config:
                               "(fine-tune an --init pre-trained encoder, or pre-train it first: --pretrain-epochs) "
                               "or 'pretrain' (auxiliary loss only, no labels; what `ssat pretrain` runs)", "method")
     aux: str = opt("mae", "auxiliary task of --method ssat", "method")
-    lam: float = opt(0.1, "λ in λ·L_primary + (1−λ)·L_aux, in [0, 1] (reference: 0.1); with a schedule, its "
-                          "value at the start", "method", flag="--lambda")
+    lam: float = opt(0.9, "λ in λ·L_primary + (1−λ)·L_aux, in [0, 1]; with --balance ema the weight of the "
+                          "primary loss after each loss is divided by its running mean (0.9 with ema: the digits "
+                          "study's choice; the reference: 0.1 with none); with a schedule, its value at the start",
+                     "method", flag="--lambda")
     lambda_schedule: str = opt("constant", "how λ moves over training: 'constant' (reference), or 'linear' / "
                                            "'cosine' from --lambda to --lambda-end", "method",
                                choices="constant,linear,cosine")
     lambda_end: Optional[float] = opt(None, "λ at the end of a --lambda-schedule, in [0, 1]", "method")
-    balance: str = opt("none", "rebalance the two losses: 'none' (λ and 1−λ as given), 'ema' (each loss divided "
-                               "by its running mean, then λ-weighted; weights sum to 1) or 'uncertainty' (learned "
-                               "log-variances, Kendall et al. 2018, clamped)", "method",
-                       choices="none,ema,uncertainty")
+    balance: str = opt("ema", "rebalance the two losses: 'ema' (each loss divided by its running mean, then "
+                              "λ-weighted; weights sum to 1; the digits study's choice), 'none' (λ and 1−λ as given, "
+                              "the reference) or 'uncertainty' (learned log-variances, Kendall et al. 2018, clamped)",
+                       "method", choices="none,ema,uncertainty")
     grad_norm_every: int = opt(25, "every N optimizer steps, measure the gradient norm of each weighted loss on "
                                    "the shared encoder (epoch means in metrics.jsonl; the backward pass is split in "
                                    "two, no extra compute); 0 = off", "method")
@@ -157,6 +160,10 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def default_out(self) -> str:
+        """The run directory when --out is not given."""
+        return f"runs/{self.dataset}-{self.model}-{self.method}-s{self.seed}"
+
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "Config":
         """Defaults < the named --preset's values < `values`."""
@@ -200,7 +207,7 @@ class Config:
         from ssat.auxtasks import AUX_TASKS
         from ssat.data import DATASETS
         from ssat.models import MODELS
-        from ssat.objective import METHODS
+        from ssat.methods import METHODS
 
         def one_of(what: str, value: str, valid) -> None:
             if value not in valid:
@@ -252,7 +259,7 @@ class Config:
         check(self.pretrain_epochs >= 0, f"--pretrain-epochs must be >= 0, got {self.pretrain_epochs}")
         check(self.temperature > 0 and self.teacher_temp > 0, "--temperature and --teacher-temp must be positive")
         check(0.0 <= self.ema_momentum < 1.0, f"--ema-momentum must be in [0, 1), got {self.ema_momentum}")
-        check(self.method != "sslft" or self.pretrain_epochs > 0 or self.init not in ("timm", "mae"),
+        check(not METHODS[self.method].pretrained_init or self.pretrain_epochs > 0 or self.init not in ("timm", "mae"),
               "--method sslft fine-tunes a pre-trained encoder: pass --init RUN_DIR (from `ssat pretrain`) or "
               "--pretrain-epochs E to pre-train first")
         check(0.0 <= self.reprob <= 1.0, f"--reprob must be in [0, 1], got {self.reprob}")
@@ -264,7 +271,7 @@ class Config:
               f"--decoder-dim, --decoder-depth and --decoder-heads must be at least 1, got {self.decoder_dim}, "
               f"{self.decoder_depth} and {self.decoder_heads}")
         check(self.dino_out_dim >= 1, f"--dino-out-dim must be at least 1, got {self.dino_out_dim}")
-        check(self.aux not in ("simclr", "dino") or self.method not in ("ssat", "pretrain") or self.batch_size >= 2,
+        check(self.aux not in ("simclr", "dino") or not METHODS[self.method].auxiliary or self.batch_size >= 2,
               f"--aux {self.aux} compares the images of a batch (and normalises its projection over the batch): "
               f"give --batch-size 2 or more, got {self.batch_size}")
         check(self.decoder_dim % self.decoder_heads == 0,
@@ -286,6 +293,11 @@ def default_patch_size(img_size: int, model: str = "vit_tiny") -> int:
         return 2 if img_size < 64 else 4
     return 2 if img_size < 16 else 4 if img_size < 64 else 16
 
+
+# What may differ when a run is resumed: where/how it runs and how long, and the step size (to go on after a
+# divergence); never what it computes.
+RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "country", "energy",
+             "lr", "blr", "clip_grad"}
 
 PRESETS = Path(__file__).parent / "presets"
 

@@ -22,11 +22,10 @@ import torch.nn.functional as F
 
 from ssat.auxtasks import build_aux
 from ssat.errors import UserError
+from ssat.methods import METHODS
 from ssat.models import build_backbone
 from ssat.models.layers import logits_and_features
 
-# method name -> (primary classification stream?, auxiliary stream?)
-METHODS = {"scratch": (True, False), "ssat": (True, True), "sslft": (True, False), "pretrain": (False, True)}
 
 
 LAMBDA_SCHEDULES = ("constant", "linear", "cosine")
@@ -172,7 +171,8 @@ def build_model(cfg, *, num_classes: int, in_chans: int) -> SSATModel:
     backbone = build_backbone(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=in_chans,
                               num_classes=num_classes, drop_path=cfg.drop_path, global_pool=cfg.global_pool,
                               pos_embed=cfg.pos_embed, init="timm" if pretrained else cfg.init)
-    primary, uses_aux = METHODS[cfg.method]
+    method = METHODS[cfg.method]
+    primary, uses_aux = method.primary, method.auxiliary
     if uses_aux and not getattr(backbone, "supports_aux", True):
         raise UserError(f"--model {cfg.model} is a reference baseline trained with --method scratch only; "
                         f"use a ViT, Swin or CvT backbone for --method {cfg.method}")

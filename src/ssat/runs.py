@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from ssat.config import Config, save_yaml
 from ssat.errors import UserError, first_line
+from ssat.methods import METHODS
 
 CHECKPOINT = "checkpoint-last.pt"
 WEIGHTS = "model.safetensors"
@@ -296,7 +297,8 @@ def method_label(r: dict) -> str:
     """The run's recipe: its --tag, else the method with the options that set it apart."""
     if r.get("tag"):
         return r["tag"]
-    if r["method"] == "ssat":
+    method = METHODS.get(r["method"])
+    if method is not None and method.weighted:
         extra = ""
         if r.get("lambda_schedule") not in (None, "constant"):
             extra += f"→{r.get('lambda_end')} {r['lambda_schedule']}"
@@ -305,6 +307,6 @@ def method_label(r: dict) -> str:
         if r.get("mask_ratio") not in (None, 0.75):
             extra += f", mask {r['mask_ratio']}"
         return f"ssat ({r.get('aux') or 'mae'}, λ={r.get('lambda')}{extra})"
-    if r["method"] == "sslft":
-        return f"sslft ({r.get('aux') or 'mae'})"
+    if method is not None and method.pretrained_init:
+        return f"{r['method']} ({r.get('aux') or 'mae'})"
     return r["method"]

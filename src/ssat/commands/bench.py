@@ -6,6 +6,7 @@ SSAT/scratch step-time ratio; `--data` times the in-memory data path (augmentati
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import statistics
@@ -15,11 +16,12 @@ from typing import Optional
 import torch
 
 from ssat import engine
-from ssat.commands.train import resolve_device, resolve_precision
+from ssat.engine import resolve_device, resolve_precision
 from ssat.config import Config
 from ssat.data.batch_augment import BatchAugment
 from ssat.data.memory import MemoryLoader
 from ssat.data.transforms import crop_mode
+from ssat.errors import UserError
 from ssat.flops import train_flops_per_image
 from ssat.hostmem import keep_freed_memory
 from ssat.objective import build_model
@@ -134,20 +136,20 @@ def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> floa
     return n / (time.perf_counter() - t0)
 
 
-def bench(*, model: str, img: int, patch: int, batch: int, method: str, compare: bool, device_name: str,
-          precision: str, compile: bool, steps: int, warmup: int, classes: int, data: bool, peak: bool,
-          decoder_heads: int = Config.decoder_heads) -> dict:
-    device = resolve_device(device_name)
-    if device.type == "cpu":
-        keep_freed_memory()  # as `ssat train` does
-    cfg = Config(model=model, img_size=img, patch_size=patch, batch_size=batch, method=method, precision=precision,
-                 compile=compile, decoder_heads=decoder_heads, device=str(device)).validate()
+def bench(cfg: Config, *, compare: bool, steps: int, warmup: int, classes: int, data: bool, peak: bool) -> dict:
+    """Time `cfg`'s training step (and, with `compare`, the other method's, in turns)."""
+    if cfg.method not in ("scratch", "ssat"):
+        raise UserError(f"ssat bench times --method scratch or ssat, got {cfg.method}")
+    device = resolve_device(cfg.device)
+    cfg = dataclasses.replace(cfg, device=str(device))
+    method, compile = cfg.method, cfg.compile
     amp_dtype, _ = resolve_precision(cfg.precision, device)
-    result = {"model": model, "img": img, "patch": patch, "batch": batch, "device": str(device),
+    result = {"model": cfg.model, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
+              "batch_size": cfg.batch_size, "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
               or platform.machine(), "threads": torch.get_num_threads(),
               "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", "compile": compile,
-              "decoder_heads": decoder_heads, "steps": steps}
+              "decoder_heads": cfg.decoder_heads, "steps": steps}
     methods = [cfg] + ([Config(**{**cfg.to_dict(), "method": "scratch" if method != "scratch" else "ssat"})]
                        if compare else [])
     timed, times = time_steps([StepTimer(c, device, classes) for c in methods], steps=steps, warmup=warmup)
@@ -171,8 +173,14 @@ def bench(*, model: str, img: int, patch: int, batch: int, method: str, compare:
 
 
 def main(args) -> int:
-    print(json.dumps(bench(model=args.model, img=args.img, patch=args.patch, batch=args.batch, method=args.method,
-                           compare=args.compare, device_name=args.device, precision=args.precision,
-                           compile=args.compile, steps=args.steps, warmup=args.warmup, classes=args.classes,
-                           data=args.data, peak=not args.no_peak, decoder_heads=args.decoder_heads)), flush=True)
+    if args.steps < 1 or args.warmup < 1 or args.classes < 1:
+        raise UserError(f"--steps, --warmup and --classes must be at least 1, got {args.steps}, {args.warmup} and "
+                        f"{args.classes}")
+    if args.keep_freed_memory:
+        keep_freed_memory()
+    options = {name: getattr(args, name) for name in Config.__dataclass_fields__ if hasattr(args, name)}
+    cfg = Config.from_dict({"img_size": 32, "patch_size": 4, "batch_size": 128, **options},
+                           source="command line").validate()
+    print(json.dumps(bench(cfg, compare=args.compare, steps=args.steps, warmup=args.warmup, classes=args.classes,
+                           data=args.data, peak=not args.no_peak)), flush=True)
     return 0

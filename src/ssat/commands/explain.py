@@ -10,10 +10,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ssat.commands.inference import load_classifier, run_test_data
-from ssat.commands.train import resolve_device
+from ssat.inference import load_classifier, run_test_data
+from ssat.engine import resolve_device
 from ssat.data.transforms import eval_transform
 from ssat.errors import UserError
+from ssat.methods import METHODS
 
 
 def test_images(cfg, meta, n: int, dataset: Optional[str], data_root: Optional[str], seed: int = 0):
@@ -137,7 +138,7 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
                         f"the run directory of an SSAT or pre-training run")
     state = load_checkpoint(path, need=WEIGHTS_KEYS)
     cfg = Config.from_dict(state["config"])
-    if cfg.method not in ("ssat", "pretrain") or cfg.aux != "mae":
+    if not METHODS[cfg.method].auxiliary or cfg.aux != "mae":
         raise UserError(f"{checkpoint} is a {cfg.method} run without an MAE decoder; pass an ssat / pretrain run "
                         f"with --aux mae")
     meta = state["data"]
@@ -183,11 +184,18 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
     return {"out": str(out), "images": len(rgb), "masked_mse": round(error, 5)}
 
 
+def _check_n(n: int) -> None:
+    if n < 1:
+        raise UserError(f"--n must be at least 1 (images to draw), got {n}")
+
+
 def main_gradcam(args) -> int:
+    _check_n(args.n)
     print(json.dumps(gradcam_grid(args.checkpoint, args.out, args.n, args.dataset, args.data_root, args.device)))
     return 0
 
 
 def main_reconstruct(args) -> int:
+    _check_n(args.n)
     print(json.dumps(reconstruct(args.checkpoint, args.out, args.n, args.seed)))
     return 0

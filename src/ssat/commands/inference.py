@@ -1,117 +1,28 @@
-"""`ssat eval` and `ssat predict`: the primary stream (encoder + head) of a trained run, nothing else."""
+"""`ssat eval` (one JSON line: accuracy on a test split, clean or perturbed) and `ssat predict` (one JSON line per
+image: its top-k labels)."""
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import json
-import sys
-from pathlib import Path
-from typing import Optional
 
-import torch
-from PIL import Image
-from torch.utils.data import DataLoader
-
-from ssat import engine
-from ssat.commands.train import resolve_device, resolve_precision
-from ssat.config import Config
-from ssat.data.perturb import Perturbed, name_of
-from ssat.data.prepare import load_for
-from ssat.data.transforms import Transformed, eval_transform
-from ssat.data.files import BAD_IMAGE_ERRORS, decode
-from ssat.errors import UserError, first_line
-from ssat.models import build_backbone
-from ssat.runs import atomic_write_text, load_trained
+from ssat.errors import UserError
+from ssat.inference import evaluate_checkpoint, predict
 
 
-def load_classifier(checkpoint: str, device: torch.device):
-    """-> (backbone in eval mode, its Config, its data metadata). Only encoder + head weights are loaded."""
-    tensors, meta = load_trained(checkpoint)
-    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if bad is not None:
-        raise UserError(f"checkpoint {checkpoint} holds non-finite weights ({bad}): its run diverged; use an earlier "
-                        f"checkpoint or retrain with a lower --lr")
-    cfg = Config.from_dict(meta["config"], source=str(checkpoint))
-    data = meta["data"]
-    backbone = build_backbone(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size,
-                              in_chans=data["in_chans"], num_classes=len(data["classes"]),
-                              global_pool=cfg.global_pool, pos_embed=cfg.pos_embed)
-    try:
-        backbone.encoder.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise UserError(f"checkpoint {checkpoint} does not fit model {cfg.model} "
-                        f"({str(e).splitlines()[1].strip()[:160] if len(str(e).splitlines()) > 1 else e}); "
-                        f"it was not written by this version of ssat, retrain or re-export it") from None
-    return backbone.to(device).eval(), cfg, data
+def main_eval(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.perturb_seed < 0:
+        raise UserError(f"--batch-size must be at least 1 and --perturb-seed at least 0, got "
+                        f"{args.batch_size} and {args.perturb_seed}")
+    print(json.dumps(evaluate_checkpoint(args.checkpoint, args.dataset, args.data_root, args.download,
+                                         args.batch_size, args.device, domain=args.domain,
+                                         perturb=args.perturb, perturb_seed=args.perturb_seed)))
+    return 0
 
 
-def run_test_data(cfg: Config, dataset: Optional[str] = None, data_root: Optional[str] = None,
-                  download: bool = False, domain: Optional[str] = None):
-    """The data a trained run is evaluated on: its own set and options unless overridden. The run's data root
-    applies only when evaluating on the data set it trained on."""
-    name = dataset or cfg.dataset
-    root = data_root if data_root is not None else (cfg.data_root if name == cfg.dataset else None)
-    data_cfg = dataclasses.replace(cfg, download=download, domain=domain or cfg.domain).validate()
-    return name, load_for(data_cfg, name=name, root=root)
-
-
-def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_root: Optional[str] = None,
-                        download: bool = False, batch_size: int = 256, device: str = "auto",
-                        workers: int = 0, domain: Optional[str] = None, perturb: Optional[str] = None,
-                        perturb_seed: int = 0) -> dict:
-    """Accuracy of a trained model on a test split, clean or `perturb`ed (data/perturb.py). Evaluating a run
-    directory on its own data set records a perturbed result in its summary.json under "perturbed"."""
-    dev = resolve_device(device)
-    model, cfg, meta = load_classifier(checkpoint, dev)
-    name, data = run_test_data(cfg, dataset, data_root, download, domain)
-    if data.num_classes != len(meta["classes"]):
-        raise UserError(f"wrong class count: the checkpoint predicts {len(meta['classes'])} classes but {name} has "
-                        f"{data.num_classes}; evaluate on a data set with the classes it was trained on")
-    if data.in_chans != meta["in_chans"]:
-        raise UserError(f"the checkpoint takes {meta['in_chans']}-channel images but {name} has "
-                        f"{data.in_chans}; evaluate on a data set like the one it was trained on")
-    test = Perturbed(data.test, perturb, perturb_seed) if perturb else data.test
-    loader = DataLoader(Transformed(test, eval_transform(cfg, meta["mean"], meta["std"])),
-                        batch_size=batch_size, num_workers=workers)
-    amp_dtype, _ = resolve_precision(cfg.precision, dev)
-    result = {"checkpoint": str(checkpoint), "dataset": name,
-              **engine.evaluate(model, loader, device=dev, amp_dtype=amp_dtype)}
-    if perturb:
-        result["perturb"] = name_of(perturb)
-        result["perturb_seed"] = perturb_seed
-        summary = (Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent) / "summary.json"
-        if summary.is_file() and name == cfg.dataset:
-            record = json.loads(summary.read_text())
-            key = result["perturb"] if perturb_seed == 0 else f"{result['perturb']}@seed{perturb_seed}"
-            record.setdefault("perturbed", {})[key] = {k: result[k] for k in ("acc1", "acc5", "loss", "n")}
-            atomic_write_text(summary, json.dumps(record, indent=2))
-    return result
-
-
-def read_image(path: str, in_chans: int) -> Image.Image:
-    """Decoded exactly as training decodes files (16-bit rescaled, transparency on white), same errors."""
-    if not Path(path).is_file():
-        raise UserError(f"image {path} does not exist; pass paths of image files")
-    try:
-        return decode(Path(path), "L" if in_chans == 1 else "RGB")
-    except BAD_IMAGE_ERRORS as e:
-        raise UserError(f"{path} is not a readable image ({type(e).__name__}: {first_line(e, 120)}); pass a "
-                        f"PNG/JPEG file") from None
-
-
-@torch.inference_mode()
-def predict(checkpoint: str, images: list[str], topk: int = 5, device: str = "auto") -> list[dict]:
-    dev = resolve_device(device)
-    model, cfg, meta = load_classifier(checkpoint, dev)
-    transform = eval_transform(cfg, meta["mean"], meta["std"])
-    batch = torch.stack([transform(read_image(p, meta["in_chans"])) for p in images]).to(dev)
-    probs = model(batch).float().softmax(dim=1)
-    top = probs.topk(min(topk, probs.shape[1]), dim=1)
-    return [{"image": path, "top": [{"label": meta["classes"][i], "index": int(i), "prob": round(float(p), 4)}
-                                    for p, i in zip(ps.tolist(), idx.tolist())]}
-            for path, ps, idx in zip(images, top.values, top.indices)]
-
-
-def print_json_lines(rows) -> None:
-    for row in rows:
-        print(json.dumps(row), file=sys.stdout)
+def main_predict(args: argparse.Namespace) -> int:
+    if args.topk < 1:
+        raise UserError(f"--topk must be at least 1, got {args.topk}")
+    for row in predict(args.checkpoint, args.images, args.topk, args.device):
+        print(json.dumps(row))
+    return 0

@@ -7,7 +7,9 @@ import json
 import torch
 
 from ssat.config import default_patch_size
+from ssat.errors import UserError
 from ssat.flops import inference_flops_per_image
+from ssat.methods import METHODS
 from ssat.models import MODELS, build_backbone
 
 
@@ -22,12 +24,17 @@ def describe(img_size: int = 32, in_chans: int = 3, num_classes: int = 10) -> li
         rows.append({"model": name, "description": spec.description, "img_size": img_size, "patch_size": patch,
                      "params_m": round(sum(p.numel() for p in backbone.parameters()) / 1e6, 2),
                      "gflops": round(inference_flops_per_image(backbone, x) / 1e9, 3),
-                     "methods": "scratch, ssat, sslft, pretrain" if getattr(backbone, "supports_aux", True)
-                     else "scratch"})
+                     # sslft needs an encoder pre-trained with an auxiliary task, so it needs one too
+                     "methods": ", ".join(m for m, spec in METHODS.items()
+                                          if getattr(backbone, "supports_aux", True)
+                                          or not (spec.auxiliary or spec.pretrained_init))})
     return rows
 
 
 def main(args) -> int:
+    if min(args.img_size, args.in_chans, args.classes) < 1:
+        raise UserError(f"--img-size, --in-chans and --classes must be at least 1, got {args.img_size}, "
+                        f"{args.in_chans} and {args.classes}")
     rows = describe(args.img_size, args.in_chans, args.classes)
     if args.json:
         for row in rows:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ssat.runs import RunDir, collect, method_label
 from ssat.errors import UserError
+from ssat.methods import METHODS
 
 
 def setting(r: dict) -> tuple:
@@ -48,8 +49,13 @@ def grouped(runs: list[dict], key: str = "test_acc1") -> dict[tuple, list[dict]]
 
 def baseline(groups: dict, s: tuple) -> str | None:
     """The label of the scratch recipe of setting `s`: 'scratch', or the one tagged recipe that trains scratch."""
-    labels = {m for (g, m), rs in groups.items() if g == s and all(r["method"] == "scratch" for r in rs)}
-    return "scratch" if "scratch" in labels else next(iter(labels)) if len(labels) == 1 else None
+    labels = {m for (g, m), rs in groups.items() if g == s and all(is_baseline(r) for r in rs)}
+    plain = [m for m in labels if m in METHODS]
+    return plain[0] if plain else next(iter(labels)) if len(labels) == 1 else None
+
+
+def is_baseline(r: dict) -> bool:
+    return r["method"] in METHODS and METHODS[r["method"]].baseline
 
 
 def results_table(runs: list[dict], key: str = "test_acc1") -> list[list[str]]:
@@ -168,14 +174,14 @@ def plot_sweeps(runs: list[dict], out: Path) -> list[Path]:
     scored = [r for r in runs if r.get("test_acc1") is not None]
     by = defaultdict(list)
     for r in scored:
-        if r["method"] == "ssat":
+        if r["method"] in METHODS and METHODS[r["method"]].weighted:
             by[("lambda", r["model"], r["dataset"], r.get("fraction"), r["epochs"])].append(r)
     for (_, model, dataset, fraction, epochs), group in by.items():
         lams = sorted({r["lambda"] for r in group})
         if len(lams) < 2:
             continue
         series = {"ssat": [(lam, *mean_std([r["test_acc1"] for r in group if r["lambda"] == lam])) for lam in lams]}
-        base = [r["test_acc1"] for r in scored if r["method"] == "scratch" and
+        base = [r["test_acc1"] for r in scored if is_baseline(r) and
                 (r["model"], r["dataset"], r.get("fraction"), r["epochs"]) == (model, dataset, fraction, epochs)]
         path = out / f"acc_vs_lambda-{dataset}-{model}.png"
         _plot_lines(path, f"{model} on {dataset}: accuracy vs λ", "λ (weight of the classification loss)", series,

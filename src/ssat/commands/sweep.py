@@ -32,6 +32,7 @@ import yaml
 
 from ssat.config import Config
 from ssat.errors import UserError, first_line
+from ssat.methods import METHODS
 
 # Grid keys that only mean something when the method trains an auxiliary task.
 AUX_ONLY = {"lam", "lambda_schedule", "lambda_end", "balance", "aux", "mask_ratio", "decoder_dim", "decoder_depth",
@@ -91,9 +92,10 @@ def points(spec: dict) -> list[tuple[str, dict]]:
             if arm:
                 options.setdefault("tag", arm)
             method = options.get("method", Config.method)
+            spec = METHODS.get(method, METHODS[Config.method])  # an unknown name is refused by validate() later
             identity = {k: v for k, v in zip(grid, values)
-                        if not (k in AUX_ONLY and method in ("scratch", "sslft") and k != "aux") and
-                        not (k == "aux" and method == "scratch")}
+                        if not (k in AUX_ONLY and not spec.auxiliary and k != "aux") and
+                        not (k == "aux" and spec.baseline)}
             key = (arm, tuple(sorted(identity.items())))
             if key in seen:
                 continue
@@ -108,7 +110,7 @@ def points(spec: dict) -> list[tuple[str, dict]]:
 
 def _perturbed(folder: Path, specs: list[str]) -> None:
     """Evaluate a finished run on perturbed test sets; results land in its summary.json."""
-    from ssat.commands.inference import evaluate_checkpoint
+    from ssat.inference import evaluate_checkpoint
     from ssat.data.perturb import name_of
     done = json.loads((folder / "summary.json").read_text()).get("perturbed", {})
     for spec in specs:
@@ -118,7 +120,7 @@ def _perturbed(folder: Path, specs: list[str]) -> None:
 
 def _run_here(folder: Path, options: dict) -> tuple[str, str]:
     """One point in this process (sequential sweeps)."""
-    from ssat.commands.train import train
+    from ssat.training import train
     from ssat.runs import load_checkpoint
     if (folder / "summary.json").is_file():
         return str(folder), "done before"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from ssat.runs import method_label
+from ssat.methods import METHODS
+from ssat.runs import collect, method_label
+
+
+def main(args) -> int:
+    print(markdown(collect(args.runs)))
+    return 0
 
 
 def markdown(runs: list[dict]) -> str:
@@ -10,7 +16,7 @@ def markdown(runs: list[dict]) -> str:
     fraction, epochs and seed, when there is one."""
     def key(r):
         return (r["model"], r["dataset"], r.get("fraction"), r["epochs"], r.get("seed"))
-    scratch = {key(r): r for r in runs if r["method"] == "scratch"}
+    scratch = {key(r): r for r in runs if r["method"] in METHODS and METHODS[r["method"]].baseline}
     head = ["run", "method", "model", "dataset", "epochs", "test acc1 (%)", "vs scratch", "test acc1 at val-selected "
             "epoch (%)", "vs scratch", "test acc5 (%)", "train time (s)", "params (M)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
