@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -41,3 +43,19 @@ def tiny_flags():
 def _restore_torch_globals():
     yield
     torch.use_deterministic_algorithms(False)
+
+
+# Fewer blocks per stage, same widths, strides, windows and heads: depth changes no shape, and full-depth ViT-B /
+# Swin-T / CvT-13 in every shape test would make them the slowest tests in the suite. Two blocks per Swin stage keep
+# a shifted-window block in each; timm lets these override a model's defaults.
+SHALLOW = {"vit": dict(depth=1), "swin": dict(depths=(2, 2, 2, 2)), "resnet": dict(layers=(1, 1, 1, 1))}
+
+
+@pytest.fixture
+def shallow_backbones(monkeypatch):
+    """Every registered backbone built shallow for the duration of a test."""
+    from ssat.models import MODELS, cvt
+    for name, spec in MODELS.items():
+        extra = next((v for k, v in SHALLOW.items() if name.startswith(k)), {})
+        monkeypatch.setitem(MODELS, name, dataclasses.replace(spec, kwargs={**spec.kwargs, **extra}))
+    monkeypatch.setattr(cvt, "STAGES", [{**s, "depth": 1} for s in cvt.STAGES])

@@ -1,11 +1,14 @@
 """Every registered backbone x every method x every auxiliary task x input sizes 8, 28, 32 and 64 px: the
-combination trains one optimizer step, or is refused with one UserError line. Any other exception (a shape
-mismatch deep in a model, an assertion) fails, as it would reach a user as a traceback."""
+combination trains one optimizer step (finite loss, the encoder moves, both loss parts reported, predictions of
+the right shape), or is refused with one UserError line. Any other exception (a shape mismatch deep in a model,
+an assertion) fails, as it would reach a user as a traceback. Backbones are built shallow (conftest.py)."""
+
+import copy
 
 import pytest
 import torch
 
-from ssat import engine
+from ssat import engine, objective
 from ssat.auxtasks import AUX_TASKS, AUX_VIEWS
 from ssat.config import Config, default_patch_size
 from ssat.errors import UserError
@@ -14,40 +17,63 @@ from ssat.models import MODELS
 from ssat.objective import build_model
 
 SIZES = (8, 28, 32, 64)
-SMALL = dict(decoder_dim=16, decoder_depth=1, decoder_heads=2, dino_out_dim=32, drop_path=0.0)
+SMALL = dict(decoder_dim=16, decoder_depth=1, decoder_heads=2, dino_out_dim=32, drop_path=0.1)
 
 
 def combos():
     for model in sorted(MODELS):
-        for method, spec in METHODS.items():
-            if spec.pretrained_init:
-                continue  # sslft is scratch's step from another run's encoder (tests/test_methods.py)
-            for aux in (sorted(AUX_TASKS) if spec.auxiliary else [None]):
-                for size in SIZES:
+        for size in SIZES:
+            for method, spec in METHODS.items():
+                if spec.pretrained_init:
+                    continue  # sslft is scratch's step from another run's encoder (tests/test_methods.py)
+                for aux in (sorted(AUX_TASKS) if spec.auxiliary else [None]):
                     yield model, method, aux, size
+
+
+_BUILT = {}
+REAL_BUILD = objective.build_backbone
+
+
+def cached_backbone(name, **kwargs):
+    """Each (backbone, size) is built once and copied per combination; the matrix is ordered by model, then size."""
+    key = (name, *sorted(kwargs.items()))
+    if key not in _BUILT:
+        _BUILT.clear()
+        _BUILT[key] = REAL_BUILD(name, **kwargs)
+    return copy.deepcopy(_BUILT[key])
 
 
 def one_step(model: str, method: str, aux, size: int) -> None:
     options = {**SMALL, "model": model, "method": method, "img_size": size,
-               "patch_size": default_patch_size(size, model), "batch_size": 2}
+               "patch_size": default_patch_size(size, model), "batch_size": 4}
     if aux is not None:
         options["aux"] = aux
     cfg = Config.from_dict(options).validate()
     torch.manual_seed(0)
-    ssat_model = build_model(cfg, num_classes=3, in_chans=1 if size in (8, 28) else 3)
+    net = build_model(cfg, num_classes=3, in_chans=1 if size in (8, 28) else 3)
     two_views = AUX_VIEWS.get(aux, 1) == 2
-    x = torch.randn(2, ssat_model.backbone.in_chans, size, size)
-    y = torch.tensor([0, 1])
-    optimizer = engine.build_optimizer(ssat_model, 1e-3, 0.05, torch.device("cpu"))
-    out = ssat_model(x, y, x.flip(-1) if two_views else None)
+    x = torch.randn(4, net.backbone.in_chans, size, size)
+    y = torch.tensor([0, 1, 2, 0])
+    optimizer = engine.build_optimizer(net, 1e-3, 0.05, torch.device("cpu"))
+    before = [p.detach().clone() for p in net.backbone.parameters() if p.requires_grad]
+    out = net(x, y, x.flip(-1) if two_views else None)
     assert torch.isfinite(out.loss)
+    if METHODS[method].primary and METHODS[method].auxiliary:
+        assert {"loss_primary", "loss_aux"} <= set(out.parts)
     out.loss.backward()
     optimizer.step()
+    net.after_step(0.5)
+    after = [p.detach() for p in net.backbone.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after)), "the encoder did not move"
+    net.eval()
+    assert net.predict(x).shape == (4, 3)
 
 
 @pytest.mark.parametrize("model,method,aux,size", list(combos()),
                          ids=lambda v: str(v) if v is not None else "-")
-def test_every_combination_trains_a_step_or_is_refused_in_one_line(model, method, aux, size):
+def test_every_combination_trains_a_step_or_is_refused_in_one_line(model, method, aux, size, shallow_backbones,
+                                                                   monkeypatch):
+    monkeypatch.setattr(objective, "build_backbone", cached_backbone)
     try:
         one_step(model, method, aux, size)
     except UserError as e:

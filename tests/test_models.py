@@ -8,22 +8,6 @@ from ssat.models import MODELS, build_backbone
 from ssat.objective import build_model
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODELS if n.startswith("vit")))
-@pytest.mark.parametrize("size,chans", [(8, 1), (28, 1), (32, 3)])
-def test_every_registered_vit_trains_a_step(tiny_cfg, name, size, chans):
-    cfg = tiny_cfg(model=name, img_size=size, patch_size=default_patch_size(size))
-    torch.manual_seed(0)
-    model = build_model(cfg, num_classes=10, in_chans=chans)
-    optimizer = build_optimizer(model, 1e-3, 0.05, torch.device("cpu"))
-    x, y = torch.randn(2, chans, size, size), torch.tensor([1, 7])
-    before = model.backbone.encoder.blocks[0].attn.qkv.weight.detach().clone()
-    out = model(x, y)
-    assert out.logits.shape == (2, 10) and torch.isfinite(out.loss)
-    out.loss.backward()
-    optimizer.step()
-    assert not torch.equal(before, model.backbone.encoder.blocks[0].attn.qkv.weight)
-
-
 @pytest.mark.parametrize("name,dim,depth,heads,mlp", [("vit_tiny", 192, 12, 3, 768), ("vit_small", 384, 12, 6, 1536),
                                                       ("vit_base", 768, 12, 12, 3072), ("vit_mini", 128, 6, 4, 256)])
 def test_registered_vits_have_the_papers_sizes(name, dim, depth, heads, mlp):

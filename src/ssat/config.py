@@ -88,7 +88,9 @@ class Config:
     method: str = opt("ssat", "'ssat' (primary + auxiliary loss), 'scratch' (primary loss only), 'sslft' "
                               "(fine-tune an --init pre-trained encoder, or pre-train it first: --pretrain-epochs) "
                               "or 'pretrain' (auxiliary loss only, no labels; what `ssat pretrain` runs)", "method")
-    aux: str = opt("mae", "auxiliary task of --method ssat", "method")
+    aux: str = opt("auto", "auxiliary task of --method ssat / pretrain: 'auto' (mae where the backbone drops "
+                           "patches, i.e. ViTs; simmim where it takes a mask token, i.e. Swin / CvT), mae, simmim, "
+                           "simclr or dino", "method")
     lam: float = opt(0.9, "λ in λ·L_primary + (1−λ)·L_aux, in [0, 1]; with --balance ema the weight of the "
                           "primary loss after each loss is divided by its running mean (0.9 with ema: the digits "
                           "study's choice; the reference: 0.1 with none); with a schedule, its value at the start",
@@ -216,7 +218,7 @@ class Config:
         one_of("data set", self.dataset, DATASETS)
         one_of("model", self.model, MODELS)
         one_of("method", self.method, METHODS)
-        one_of("auxiliary task", self.aux, AUX_TASKS)
+        one_of("auxiliary task", self.aux, [*AUX_TASKS, "auto"])
         for f in dataclasses.fields(self):
             if f.metadata.get("choices"):
                 one_of(f.name.replace("_", "-"), getattr(self, f.name), f.metadata["choices"].split(","))
@@ -289,7 +291,7 @@ def default_patch_size(img_size: int, model: str = "vit_tiny") -> int:
     (Swin, CvT) downsample 8x more after their stem, so their stem stride is 4 at 64 px and above (as published
     at 224 px) and 2 below."""
     from ssat.models import MODELS
-    if model in MODELS and MODELS[model].hierarchical:
+    if model in MODELS and MODELS[model].capabilities.hierarchical:
         return 2 if img_size < 64 else 4
     return 2 if img_size < 16 else 4 if img_size < 64 else 16
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ssat.auxtasks import build_aux
+from ssat.auxtasks import build_aux, resolve_aux
 from ssat.errors import UserError
 from ssat.methods import METHODS
 from ssat.models import build_backbone
@@ -173,12 +173,15 @@ def build_model(cfg, *, num_classes: int, in_chans: int) -> SSATModel:
                               pos_embed=cfg.pos_embed, init="timm" if pretrained else cfg.init)
     method = METHODS[cfg.method]
     primary, uses_aux = method.primary, method.auxiliary
-    if uses_aux and not getattr(backbone, "supports_aux", True):
+    if uses_aux and not backbone.capabilities.auxiliary:
         raise UserError(f"--model {cfg.model} is a reference baseline trained with --method scratch only; "
                         f"use a ViT, Swin or CvT backbone for --method {cfg.method}")
     if pretrained:
         load_pretrained_encoder(backbone, cfg.init)
-    aux = build_aux(cfg.aux, backbone, cfg) if uses_aux else None
+    if cfg.layer_decay < 1.0 and not backbone.capabilities.layer_decay:
+        raise UserError(f"--layer-decay {cfg.layer_decay} needs a backbone with blocks grouped by depth, which "
+                        f"{cfg.model} has not; use --layer-decay 1 with it")
+    aux = build_aux(resolve_aux(cfg.aux, backbone.capabilities), backbone, cfg) if uses_aux else None
     if not primary:
         # Pre-training never uses the classifier: freeze it, so it is not optimised and DDP sees no unused
         # parameter (fine-tuning re-initialises it anyway).

@@ -21,7 +21,7 @@ from torch.utils.data import DistributedSampler
 
 from ssat import cost, distributed, engine
 from ssat.version import __version__
-from ssat.auxtasks import AUX_VIEWS
+from ssat.auxtasks import AUX_VIEWS, resolve_aux
 from ssat.config import Config, default_patch_size
 from ssat.data import DataBundle
 from ssat.data.loaders import Loaders, epoch_images, loader_images, make_loaders, subset_record, training_subset
@@ -29,6 +29,7 @@ from ssat.data.prepare import load_for
 from ssat.distributed import World
 from ssat.errors import UserError, first_line
 from ssat.methods import METHODS
+from ssat.models import MODELS
 from ssat.objective import SSATModel, build_model
 from ssat.runs import RunDir, atomic_write_text, load_checkpoint, load_trained, rng_state, save_checkpoint, \
     save_weights, seed_everything, set_rng_state
@@ -38,11 +39,12 @@ def resolve_for_data(cfg: Config, data: DataBundle) -> Config:
     """A copy of `cfg` with the options whose default depends on the data set filled in, so that config.yaml
     records what actually ran."""
     img_size = cfg.img_size or data.native_size
+    aux = resolve_aux(cfg.aux, MODELS[cfg.model].capabilities) if cfg.model in MODELS else cfg.aux
     return dataclasses.replace(
         cfg, img_size=img_size, patch_size=cfg.patch_size or default_patch_size(img_size, cfg.model),
-        hflip=data.hflip if cfg.hflip is None else cfg.hflip, out=cfg.out or cfg.default_out(),
+        hflip=data.hflip if cfg.hflip is None else cfg.hflip, out=cfg.out or cfg.default_out(), aux=aux,
         # contrastive / self-distillation tasks compare two augmentations
-        two_views=cfg.two_views or (METHODS[cfg.method].auxiliary and AUX_VIEWS.get(cfg.aux, 1) == 2),
+        two_views=cfg.two_views or (METHODS[cfg.method].auxiliary and AUX_VIEWS.get(aux, 1) == 2),
     ).validate()
 
 
@@ -393,7 +395,8 @@ def _epoch_line(tr: dict, va: Optional[dict], te: Optional[dict]) -> str:
 
 def _weights_meta(t: Training) -> dict:
     return {"config": t.cfg.to_dict(), "data": data_meta(t.data),
-            "timm": {"name": t.model.backbone.timm_name, **t.model.backbone.timm_kwargs}}
+            "timm": {"name": t.model.backbone.timm_name, **t.model.backbone.timm_kwargs}
+            if t.model.backbone.capabilities.timm_export else None}
 
 
 def _load_selected(t: Training, progress: Progress) -> Optional[dict]:
@@ -422,7 +425,7 @@ def _summary(t: Training, start: Progress, end: Progress, final: dict, at_select
         "lambda_end": (cfg.lam if cfg.lambda_end is None else cfg.lambda_end) if two_streams else None,
         "balance": cfg.balance if two_streams else None,
         "final_w_primary": last.get("w_primary"), "final_w_aux": last.get("w_aux"),
-        "mask_ratio": cfg.mask_ratio if METHODS[cfg.method].auxiliary and cfg.aux == "mae" else None,
+        "mask_ratio": cfg.mask_ratio if METHODS[cfg.method].auxiliary and cfg.aux in ("mae", "simmim") else None,
         "init": cfg.init, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
         "test_acc1": final["acc1"], "test_acc5": final["acc5"], "test_loss": final["loss"],
         "val_fraction": cfg.val_fraction, "val_per_class": cfg.val_per_class,

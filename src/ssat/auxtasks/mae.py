@@ -61,9 +61,6 @@ class MAETask(AuxTask):
     def __init__(self, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool = False,
                  dim: int = 128, depth: int = 2, heads: int = 16):
         super().__init__()
-        if not hasattr(backbone, "forward_masked"):
-            raise UserError(f"{type(backbone).__name__} cannot drop patches, so MAE cannot run on it; "
-                            f"use a ViT backbone")
         if num_visible(backbone.num_patches, mask_ratio) < 1:
             raise UserError(f"--mask-ratio {mask_ratio} leaves no visible patch out of {backbone.num_patches}; "
                             f"lower it or use a smaller --patch-size")
@@ -83,12 +80,8 @@ class MAETask(AuxTask):
         return loss, {"loss_mae": loss.detach()}
 
 
-@register_aux("mae")
+@register_aux("mae", needs="drops_patches")
 def build_mae(backbone: nn.Module, cfg) -> AuxTask:
-    """MAE on ViTs (drop masked patches); on hierarchical encoders, masked image modelling with mask tokens
-    (auxtasks/simmim.py), since their windows and token merging need every position."""
-    if not hasattr(backbone, "forward_masked") and hasattr(backbone, "forward_with_mask_token"):
-        from ssat.auxtasks.simmim import SimMIMTask
-        return SimMIMTask(backbone, mask_ratio=cfg.mask_ratio)
+    """MAE on backbones that drop patches (ViTs); hierarchical ones take --aux simmim (auxtasks/simmim.py)."""
     return MAETask(backbone, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,
                    dim=cfg.decoder_dim, depth=cfg.decoder_depth, heads=cfg.decoder_heads)

@@ -38,17 +38,42 @@ class AuxTask(nn.Module):
 
 AUX_TASKS: dict[str, Callable[..., AuxTask]] = {}
 AUX_VIEWS: dict[str, int] = {}  # views each task needs from the data path
+AUX_NEEDS: dict[str, str] = {}  # the backbone capability each task needs (models.registry.Capabilities)
 
 
-def register_aux(name: str, views: int = 1):
+def register_aux(name: str, views: int = 1, needs: str = "pooled_embedding"):
     def wrap(builder: Callable[..., AuxTask]) -> Callable[..., AuxTask]:
-        AUX_TASKS[name] = builder
-        AUX_VIEWS[name] = views
+        AUX_TASKS[name], AUX_VIEWS[name], AUX_NEEDS[name] = builder, views, needs
         return builder
     return wrap
+
+
+def tasks_for(capabilities) -> list[str]:
+    """The auxiliary tasks a backbone with these capabilities can train."""
+    if not capabilities.auxiliary:
+        return []
+    return [name for name in AUX_TASKS if getattr(capabilities, AUX_NEEDS[name])]
+
+
+def resolve_aux(name: str, capabilities) -> str:
+    """`auto` -> the masked-image task the backbone supports: MAE where it drops patches, SimMIM where it takes a
+    mask token (else MAE, which then refuses the backbone in one line)."""
+    if name != "auto":
+        return name
+    return "simmim" if capabilities.mask_token and not capabilities.drops_patches else "mae"
 
 
 def build_aux(name: str, backbone: nn.Module, cfg) -> AuxTask:
     if name not in AUX_TASKS:
         raise UserError(f"unknown auxiliary task '{name}'; choose one of: {', '.join(sorted(AUX_TASKS))}")
+    caps = getattr(backbone, "capabilities", None)
+    if caps is not None and name not in tasks_for(caps):
+        can = tasks_for(caps)
+        what = getattr(backbone, "name", type(backbone).__name__)
+        raise UserError(f"--aux {name} needs a backbone that {NEED_WORDS[AUX_NEEDS[name]]}, which {what} cannot; "
+                        + (f"use --aux {' or '.join(can)} with it" if can else "train it with --method scratch"))
     return AUX_TASKS[name](backbone, cfg)
+
+
+NEED_WORDS = {"drops_patches": "drops masked patches (a ViT)", "mask_token": "takes a mask token at every position",
+              "pooled_embedding": "gives a pooled embedding"}

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ssat.auxtasks.masking import num_visible
-from ssat.auxtasks.registry import AuxTask
+from ssat.auxtasks.registry import AuxTask, register_aux
 from ssat.errors import UserError
 
 
@@ -21,6 +21,11 @@ class SimMIMTask(AuxTask):
     def __init__(self, backbone: nn.Module, mask_ratio: float = 0.75):
         super().__init__()
         stem_grid = backbone.img_size // backbone.stem_stride
+        if backbone.img_size % backbone.total_stride:  # the last stage's map must tile the image to be decoded
+            raise UserError(f"masked image modelling on this backbone decodes its last stage, {backbone.total_stride} "
+                            f"px per token at patch {backbone.stem_stride}, which does not tile --img-size "
+                            f"{backbone.img_size}; use an image size that is a multiple of {backbone.total_stride} "
+                            f"(e.g. --img-size {max(backbone.total_stride, 32)}) or a ViT")
         self.unit = max(backbone.stem_stride, backbone.img_size // 8)
         if backbone.img_size % self.unit or self.unit % backbone.stem_stride:
             raise UserError(f"--img-size {backbone.img_size} cannot be split into 8x8 mask units of whole stem "
@@ -54,3 +59,9 @@ class SimMIMTask(AuxTask):
         per_pixel = ((pred.float() - images.float()) ** 2).mean(dim=1, keepdim=True)
         loss = (per_pixel * pixel_mask).sum() / pixel_mask.sum()
         return loss, {"loss_simmim": loss.detach()}
+
+
+@register_aux("simmim", needs="mask_token")
+def build_simmim(backbone: nn.Module, cfg) -> AuxTask:
+    """Masked image modelling for backbones whose windows and token merging need every position (Swin, CvT)."""
+    return SimMIMTask(backbone, mask_ratio=cfg.mask_ratio)

@@ -41,8 +41,9 @@ def grad_cam(model, x: torch.Tensor) -> np.ndarray:
     """(B, H, W) in [0, 1]: Grad-CAM of the predicted class at the last block's input norm."""
     from pytorch_grad_cam import GradCAM
     enc = model.encoder
-    if not hasattr(enc, "blocks"):
-        raise UserError("Grad-CAM here supports ViT checkpoints (token grid); this model has no ViT blocks")
+    if not model.capabilities.token_grid:
+        raise UserError(f"Grad-CAM and attention rollout here read a ViT's patch tokens; {model.name} has none: "
+                        f"pass a ViT run")
     with GradCAM(model=enc, target_layers=[enc.blocks[-1].norm1],
                  reshape_transform=lambda t: vit_reshape(t, model.grid_size)) as cam:
         return cam(input_tensor=x, targets=None)

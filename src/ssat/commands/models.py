@@ -6,6 +6,7 @@ import json
 
 import torch
 
+from ssat.auxtasks import tasks_for
 from ssat.config import default_patch_size
 from ssat.errors import UserError
 from ssat.flops import inference_flops_per_image
@@ -18,6 +19,7 @@ def describe(img_size: int = 32, in_chans: int = 3, num_classes: int = 10) -> li
     x = torch.randn(1, in_chans, img_size, img_size)
     for name, spec in MODELS.items():
         torch.manual_seed(0)
+        spec_caps = spec.capabilities
         patch = default_patch_size(img_size, name)
         backbone = build_backbone(name, img_size=img_size, patch_size=patch, in_chans=in_chans,
                                   num_classes=num_classes)
@@ -26,8 +28,9 @@ def describe(img_size: int = 32, in_chans: int = 3, num_classes: int = 10) -> li
                      "gflops": round(inference_flops_per_image(backbone, x) / 1e9, 3),
                      # sslft needs an encoder pre-trained with an auxiliary task, so it needs one too
                      "methods": ", ".join(m for m, spec in METHODS.items()
-                                          if getattr(backbone, "supports_aux", True)
-                                          or not (spec.auxiliary or spec.pretrained_init))})
+                                          if spec_caps.auxiliary or not (spec.auxiliary or spec.pretrained_init)),
+                     "aux": ", ".join(tasks_for(spec_caps)) or "none",
+                     "capabilities": ", ".join(spec_caps.supported())})
     return rows
 
 
@@ -40,8 +43,9 @@ def main(args) -> int:
         for row in rows:
             print(json.dumps(row))
         return 0
-    print(f"| model | params (M) | GFLOPs/image at {args.img_size} px | methods | description |")
-    print("|---|---|---|---|---|")
+    print(f"| model | params (M) | GFLOPs/image at {args.img_size} px | methods | auxiliary tasks | description |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['params_m']} | {r['gflops']} | {r['methods']} | {r['description']} |")
+        print(f"| {r['model']} | {r['params_m']} | {r['gflops']} | {r['methods']} | {r['aux']} | "
+              f"{r['description']} |")
     return 0

@@ -13,7 +13,7 @@ import torch.nn as nn
 from timm.layers import DropPath, Mlp, trunc_normal_
 
 from ssat.models.layers import attention, pooled_features
-from ssat.models.registry import register_model
+from ssat.models.registry import Capabilities, register_model
 
 STAGES = [dict(dim=64, depth=1, heads=1, kernel=7), dict(dim=192, depth=2, heads=3, kernel=3),
           dict(dim=384, depth=10, heads=6, kernel=3)]
@@ -138,8 +138,6 @@ class CvT(nn.Module):
 
 
 class CvTBackbone(nn.Module):
-    supports_aux = True
-
     def __init__(self, *, img_size: int, patch_size: int, in_chans: int, num_classes: int, drop_path: float,
                  global_pool: str = "token", pos_embed: str = "", init: str = "timm", **arch):
         super().__init__()
@@ -172,4 +170,4 @@ class CvTBackbone(nn.Module):
 
 
 register_model("cvt_13", CvTBackbone, "CvT-13: conv token embedding + conv projections, dims 64/192/384",
-               hierarchical=True)
+               Capabilities(mask_token=True, hierarchical=True))  # ssat's own module: no timm export

@@ -12,13 +12,11 @@ import torch
 import torch.nn as nn
 
 from ssat.models.layers import pooled_features
-from ssat.models.registry import register_model
+from ssat.models.registry import Capabilities, register_model
 
 
 class TimmBackbone(nn.Module):
     """A timm classifier as a backbone: forward -> logits, embed -> pooled features (what the head reads)."""
-
-    supports_aux = True
 
     def __init__(self, timm_name: str, *, in_chans: int, num_classes: int, drop_path: float, **timm_kwargs):
         super().__init__()
@@ -65,12 +63,12 @@ class SwinBackbone(TimmBackbone):
 class ResNetBackbone(TimmBackbone):
     """timm ResNet-50: the CNN reference row, trained from scratch only (no patches to mask)."""
 
-    supports_aux = False
-
     def __init__(self, *, img_size: int, patch_size: int, in_chans: int, num_classes: int, drop_path: float,
                  global_pool: str = "avg", pos_embed: str = "", init: str = "timm", **arch):
         super().__init__("resnet50", in_chans=in_chans, num_classes=num_classes, drop_path=drop_path, **arch)
 
 
-register_model("swin_tiny", SwinBackbone, "Swin-T (timm): 96-d, depths 2-2-6-2, shifted windows", hierarchical=True)
-register_model("resnet50", ResNetBackbone, "ResNet-50 (timm): CNN reference, --method scratch only")
+register_model("swin_tiny", SwinBackbone, "Swin-T (timm): 96-d, depths 2-2-6-2, shifted windows",
+               Capabilities(mask_token=True, layer_decay=True, timm_export=True, hierarchical=True))
+register_model("resnet50", ResNetBackbone, "ResNet-50 (timm): CNN reference, --method scratch only",
+               Capabilities(auxiliary=False, pooled_embedding=False, timm_export=True))

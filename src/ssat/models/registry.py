@@ -1,8 +1,14 @@
-"""Backbone registry: a short name (`vit_tiny`) -> a spec and a builder sized for the data.
+"""Backbone registry: a short name (`vit_tiny`) -> a spec, a builder sized for the data, and the backbone's declared
+capabilities.
 
-A backbone is an `nn.Module` with `forward(x) -> logits`, `forward_features`, `forward_head`, and, for
-auxiliary tasks that drop patches, `forward_masked(x, ids_keep)` plus `patch_size`, `grid_size`, `in_chans`.
-A new family is one new file that calls `register_model`."""
+A backbone is an `nn.Module` holding its classifier as `encoder` (`forward(x) -> logits`, `embed(x)` -> the pooled
+features the head reads, `no_weight_decay()`, `in_chans`, `num_features`) plus what its capabilities promise:
+`drops_patches` -> `forward_masked(x, ids_keep)`, `patch_size`, `grid_size`, `num_patches`, `embed_dim`;
+`mask_token` -> `forward_with_mask_token(x, mask, token)`, `img_size`, `stem_stride`, `stem_dim`, `total_stride`;
+`layer_decay` -> `encoder.group_matcher`; `token_grid` -> `encoder.blocks` over a patch grid (Grad-CAM, rollout);
+`timm_export` -> `timm_name` / `timm_kwargs` rebuild it in plain timm. Combinations a backbone does not support are
+refused with one line when a model is built. A new family is one new file in this package that calls
+`register_model` (the package imports every module in it)."""
 
 from __future__ import annotations
 
@@ -15,20 +21,36 @@ from ssat.errors import UserError
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What a backbone can do; the auxiliary tasks, --layer-decay, gradcam and the timm export ask these."""
+    auxiliary: bool = True        # may train an auxiliary stream at all (ResNet-50, the CNN reference: no)
+    drops_patches: bool = False   # MAE: encode only the visible patches
+    mask_token: bool = False      # masked image modelling with a mask token over every position (SimMIM)
+    pooled_embedding: bool = True  # SimCLR / DINO: compare pooled features of two views
+    layer_decay: bool = False     # --layer-decay: blocks grouped by depth
+    token_grid: bool = False      # gradcam / attention rollout over a ViT's patch tokens
+    timm_export: bool = False     # model.safetensors rebuilds in plain timm
+    hierarchical: bool = False    # stages that downsample: a smaller stem stride by default
+
+    def supported(self) -> list[str]:
+        return [f for f in self.__dataclass_fields__ if getattr(self, f)]
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     builder: Callable[..., nn.Module]
     description: str
     kwargs: dict = field(default_factory=dict)
-    hierarchical: bool = False  # stages that downsample (Swin, CvT): stem stride defaults differ, no patch dropping
+    capabilities: Capabilities = Capabilities()
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, builder: Callable[..., nn.Module], description: str, hierarchical: bool = False,
-                   **kwargs) -> None:
-    MODELS[name] = ModelSpec(name, builder, description, kwargs, hierarchical)
+def register_model(name: str, builder: Callable[..., nn.Module], description: str,
+                   capabilities: Capabilities = Capabilities(), **kwargs) -> None:
+    MODELS[name] = ModelSpec(name, builder, description, kwargs, capabilities)
 
 
 def build_backbone(name: str, *, img_size: int, patch_size: int, in_chans: int, num_classes: int,
@@ -40,6 +62,8 @@ def build_backbone(name: str, *, img_size: int, patch_size: int, in_chans: int, 
         raise UserError(f"image size {img_size} is not a multiple of patch size {patch_size}; "
                         f"set --patch-size to a divisor of --img-size")
     spec = MODELS[name]
-    return spec.builder(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-                        drop_path=drop_path, global_pool=global_pool, pos_embed=pos_embed, init=init,
-                        **spec.kwargs)
+    backbone = spec.builder(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
+                            drop_path=drop_path, global_pool=global_pool, pos_embed=pos_embed, init=init,
+                            **spec.kwargs)
+    backbone.name, backbone.capabilities = name, spec.capabilities
+    return backbone

@@ -12,7 +12,7 @@ import torch.nn as nn
 from timm.layers import build_sincos2d_pos_embed
 
 from ssat.models.layers import Attention, as_float32_conv, gather_tokens, pooled_features
-from ssat.models.registry import register_model
+from ssat.models.registry import Capabilities, register_model
 
 
 class ViTBackbone(nn.Module):
@@ -103,10 +103,12 @@ def vit_builder(timm_name: str):
     return build
 
 
-register_model("vit_tiny", vit_builder("vit_tiny_patch16_224"), "ViT-Ti: 192-d, 12 blocks, 3 heads")
+VIT = Capabilities(drops_patches=True, mask_token=False, layer_decay=True, token_grid=True, timm_export=True)
+
+register_model("vit_tiny", vit_builder("vit_tiny_patch16_224"), "ViT-Ti: 192-d, 12 blocks, 3 heads", VIT)
 # The small-image shape of the from-scratch recipes (ViT-Lite, SL-ViT: 6-9 blocks, MLP ratio 2) at ViT-Ti's width
 # over 1.5: a sixth of ViT-Ti's compute, as accurate on the bundled digits (docs/study.md).
 register_model("vit_mini", vit_builder("vit_tiny_patch16_224"), "ViT-mini: 128-d, 6 blocks, 4 heads, MLP ratio 2",
-               embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0)
-register_model("vit_small", vit_builder("vit_small_patch16_224"), "ViT-S: 384-d, 12 blocks, 6 heads")
-register_model("vit_base", vit_builder("vit_base_patch16_224"), "ViT-B: 768-d, 12 blocks, 12 heads")
+               VIT, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0)
+register_model("vit_small", vit_builder("vit_small_patch16_224"), "ViT-S: 384-d, 12 blocks, 6 heads", VIT)
+register_model("vit_base", vit_builder("vit_base_patch16_224"), "ViT-B: 768-d, 12 blocks, 12 heads", VIT)
