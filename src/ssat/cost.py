@@ -75,6 +75,10 @@ class EnergyMeter:
             return
         try:
             from codecarbon import OfflineEmissionsTracker
+        except ImportError:
+            self.note = "not measured: codecarbon is not installed (pip install 'ssat[energy]')"
+            return
+        try:
             logging.getLogger("codecarbon").setLevel(logging.ERROR)
             # No emissions.csv: the numbers go to summary.json. codecarbon 3.x says so with `output_methods`
             # (its `save_to_file` is deprecated there); older releases only know `save_to_file`.

@@ -13,7 +13,7 @@ import torch
 from ssat.inference import load_classifier, run_test_data
 from ssat.engine import resolve_device
 from ssat.data.transforms import eval_transform
-from ssat.errors import UserError
+from ssat.errors import UserError, need_extra
 from ssat.methods import METHODS
 
 
@@ -39,7 +39,7 @@ def vit_reshape(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 def grad_cam(model, x: torch.Tensor) -> np.ndarray:
     """(B, H, W) in [0, 1]: Grad-CAM of the predicted class at the last block's input norm."""
-    from pytorch_grad_cam import GradCAM
+    GradCAM = need_extra("pytorch_grad_cam", "explain", "ssat gradcam").GradCAM
     enc = model.encoder
     if not model.capabilities.token_grid:
         raise UserError(f"Grad-CAM and attention rollout here read a ViT's patch tokens; {model.name} has none: "
@@ -192,11 +192,14 @@ def _check_n(n: int) -> None:
 
 def main_gradcam(args) -> int:
     _check_n(args.n)
+    need_extra("pytorch_grad_cam", "explain", "ssat gradcam")
+    need_extra("matplotlib", "explain", "ssat gradcam")
     print(json.dumps(gradcam_grid(args.checkpoint, args.out, args.n, args.dataset, args.data_root, args.device)))
     return 0
 
 
 def main_reconstruct(args) -> int:
     _check_n(args.n)
+    need_extra("matplotlib", "report", "ssat reconstruct")
     print(json.dumps(reconstruct(args.checkpoint, args.out, args.n, args.seed)))
     return 0

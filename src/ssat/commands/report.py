@@ -11,11 +11,12 @@ import csv
 import html
 import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 from ssat.runs import RunDir, collect, method_label
-from ssat.errors import UserError
+from ssat.errors import UserError, have_extra
 from ssat.methods import METHODS
 
 
@@ -264,8 +265,12 @@ def report(runs_dir: str, out: str | None = None) -> dict:
     write_csv(out_dir / "results.csv", results_table(runs, shown[0]))
     write_csv(out_dir / "cost.csv", costs)
     write_csv(out_dir / "runs.csv", runs_rows(runs))
-    sweeps = plot_sweeps(runs, out_dir)
-    curves = [p for p in (plot_curves(r, out_dir) for r in runs) if p is not None]
+    if have_extra("matplotlib"):
+        sweeps = plot_sweeps(runs, out_dir)
+        curves = [p for p in (plot_curves(r, out_dir) for r in runs) if p is not None]
+    else:  # the tables are the report; the plots need the extra
+        print("ssat: warning: no plots: matplotlib is not installed; pip install 'ssat[report]'", file=sys.stderr)
+        sweeps, curves = [], []
     images = "".join(f'<figure><img src="{p.relative_to(out_dir).as_posix()}"><figcaption>{html.escape(p.stem)}'
                      f'</figcaption></figure>' for p in sweeps + curves)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ssat report: {html.escape(runs_dir)}</title>"
