@@ -36,7 +36,7 @@ REAL_BUILD = objective.build_backbone
 
 def cached_backbone(name, **kwargs):
     """Each (backbone, size) is built once and copied per combination; the matrix is ordered by model, then size."""
-    key = (name, *sorted(kwargs.items()))
+    key = (name, repr(sorted(kwargs.items())))
     if key not in _BUILT:
         _BUILT.clear()
         _BUILT[key] = REAL_BUILD(name, **kwargs)

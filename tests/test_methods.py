@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from ssat.auxtasks.simclr import nt_xent
 from ssat.cli import main
+from ssat.errors import UserError
 from ssat.objective import build_model
 
 
@@ -108,7 +109,8 @@ def test_pretrain_then_finetune_hands_over_the_encoder_exactly(tmp_path, tiny_fl
 
     import ssat.objective as objective
     from ssat.config import Config
-    cfg = Config.from_dict({"model": "vit_test", "img_size": 8, "patch_size": 2, "method": "sslft", "init": str(pre),
+    cfg = Config.from_dict({"model": "vit_test", "img_size": 8, "patch_size": 2, "method": "sslft",
+                            "pretrained": str(pre),
                             "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2})
     model = objective.build_model(cfg, num_classes=10, in_chans=1)
     assert model.aux is None
@@ -119,9 +121,12 @@ def test_pretrain_then_finetune_hands_over_the_encoder_exactly(tmp_path, tiny_fl
     assert not torch.equal(mine["head.weight"], encoder["head.weight"])  # the head starts afresh
 
     fine = tmp_path / "fine"
-    assert main(["train", *tiny_flags, "--method", "sslft", "--init", str(pre), "--layer-decay", "0.75",
+    assert main(["train", *tiny_flags, "--method", "sslft", "--pretrained", str(pre), "--layer-decay", "0.75",
                  "--fraction", "0.2", "--out", str(fine)]) == 0
-    assert json.loads((fine / "summary.json").read_text())["init"] == str(pre)
+    assert json.loads((fine / "summary.json").read_text())["pretrained"] == str(pre)
+    # a config.yaml written before --pretrained existed kept the path in `init`: it still means the weights
+    old = Config.from_dict({"method": "sslft", "init": str(pre)})
+    assert (old.init, old.pretrained) == ("timm", str(pre))
 
 
 def test_sslft_in_one_command_records_both_stages(tmp_path, tiny_flags):
@@ -160,7 +165,8 @@ def test_sslft_interrupted_in_pre_training_resumes_from_out(tmp_path, tiny_flags
 
 @pytest.mark.parametrize("argv, message", [
     (["--method", "sslft"], "--method sslft fine-tunes a pre-trained encoder"),
-    (["--method", "sslft", "--init", "/nonexistent"], "--init /nonexistent: not 'timm', 'mae' or an existing"),
+    (["--method", "sslft", "--pretrained", "/nonexistent"], "--pretrained /nonexistent: no such file or folder"),
+    (["--pretrained", "local-dir:/nonexistent"], "--pretrained local-dir:/nonexistent: no such file or folder"),
     (["--layer-decay", "0"], "--layer-decay must be in (0, 1]"),
 ])
 def test_method_errors(tmp_path, tiny_flags, capsys, argv, message):
@@ -171,3 +177,32 @@ def test_method_errors(tmp_path, tiny_flags, capsys, argv, message):
 def test_pretrain_rejects_a_non_task(tmp_path, tiny_flags, capsys):
     assert main(["pretrain", *tiny_flags, "--method", "scratch", "--out", str(tmp_path / "r")]) == 2
     assert "names the self-supervised task" in capsys.readouterr().err
+
+
+def test_pretrained_takes_timm_weights_of_another_size_and_channel_count(tmp_path, tiny_flags):
+    """The usual ImageNet-start baseline, offline: plain timm weights (3 channels, 16 px / patch 4) start a 1-channel
+    8 px / patch 2 run, resampled as timm does; the blocks are copied exactly, the head starts afresh."""
+    import timm
+    from safetensors.torch import save_file
+    import ssat.objective as objective
+    from ssat.config import Config
+
+    torch.manual_seed(1)
+    src = timm.create_model("vit_tiny_patch16_224", pretrained=False, embed_dim=32, depth=2, num_heads=2,
+                            img_size=16, patch_size=4, in_chans=3, num_classes=7)
+    torch.save({"model": src.state_dict()}, tmp_path / "imagenet.pth")
+    (tmp_path / "hub").mkdir()
+    save_file(src.state_dict(), str(tmp_path / "hub" / "model.safetensors"))
+    for given in (str(tmp_path / "imagenet.pth"), f"local-dir:{tmp_path / 'hub'}"):
+        cfg = Config.from_dict({"model": "vit_test", "img_size": 8, "patch_size": 2, "method": "scratch",
+                                "pretrained": given}).validate()
+        mine = objective.build_model(cfg, num_classes=10, in_chans=1).backbone.encoder.state_dict()
+        assert torch.equal(mine["blocks.1.mlp.fc2.weight"], src.state_dict()["blocks.1.mlp.fc2.weight"])
+        assert mine["patch_embed.proj.weight"].shape == (32, 1, 2, 2) and mine["head.weight"].shape == (10, 32)
+    assert main(["train", *tiny_flags, "--method", "scratch", "--pretrained", str(tmp_path / "imagenet.pth"),
+                 "--per-class", "2", "--out", str(tmp_path / "run")]) == 0
+
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="is not a readable weights file"):
+        objective.build_model(Config.from_dict({"model": "vit_test", "img_size": 8, "patch_size": 2,
+                                                "pretrained": str(tmp_path / "junk.pth")}), num_classes=10, in_chans=1)

@@ -13,6 +13,7 @@ from typing import Optional
 
 from ssat.config import RESUMABLE, Config, preset_names
 from ssat.errors import UserError, first_line
+from ssat.plugins import check_plugins
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, like every other user error
@@ -197,6 +198,7 @@ def one_line(message: str) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     try:
+        check_plugins()
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()

@@ -13,15 +13,12 @@ from typing import Any, Optional
 import yaml
 
 from ssat.errors import UserError, first_line
-
-
-def opt(default: Any, help: str, group: str, flag: Optional[str] = None, choices: Optional[str] = None):
-    """A Config field with the metadata the CLI needs (help text, --help group, flag name if not derived)."""
-    return field(default=default, metadata={"help": help, "group": group, "flag": flag, "choices": choices})
+from ssat.options import OPTION_SETS, opt
+from ssat.plugins import load_plugins
 
 
 @dataclass
-class Config:
+class CoreConfig:
     # --- data -------------------------------------------------------------------------------------------
     dataset: str = opt("digits", "data set name (see `ssat train --help` epilog)", "data")
     data_root: Optional[str] = opt(None, "folder holding the data set's files (not needed for digits)", "data")
@@ -78,15 +75,19 @@ class Config:
     drop_path: float = opt(0.1, "stochastic-depth rate of the encoder", "model")
     global_pool: str = opt("token", "classifier input: 'token' (class token, as the reference) or 'avg' "
                                     "(mean of patch tokens)", "model", choices="token,avg")
-    init: str = opt("timm", "encoder initialisation: 'timm' (truncated normal, std 0.02), 'mae' (xavier-uniform, "
-                            "as the reference; trains much slower with the small patches of small images), or a "
-                            "pre-trained run directory / model.safetensors (head re-initialised)", "model")
+    init: str = opt("timm", "encoder initialisation scheme: 'timm' (truncated normal, std 0.02) or 'mae' "
+                            "(xavier-uniform, as the reference; trains much slower with the small patches of small "
+                            "images)", "model", choices="timm,mae")
+    pretrained: Optional[str] = opt(None, "start the encoder from these weights (classifier head re-initialised): "
+                                          "a `ssat pretrain` / `ssat train` run directory or its model.safetensors, "
+                                          "a timm checkpoint file (.safetensors, .pth, .bin; e.g. ImageNet weights "
+                                          "saved once) or timm's `local-dir:FOLDER`", "model")
     pos_embed: str = opt("sincos", "encoder position embedding: 'sincos' (fixed 2-D sin-cos, as the reference) or "
                                    "'learned'", "model", choices="sincos,learned")
 
     # --- method -----------------------------------------------------------------------------------------
     method: str = opt("ssat", "'ssat' (primary + auxiliary loss), 'scratch' (primary loss only), 'sslft' "
-                              "(fine-tune an --init pre-trained encoder, or pre-train it first: --pretrain-epochs) "
+                              "(fine-tune a --pretrained encoder, or pre-train it first: --pretrain-epochs) "
                               "or 'pretrain' (auxiliary loss only, no labels; what `ssat pretrain` runs)", "method")
     aux: str = opt("auto", "auxiliary task of --method ssat / pretrain: 'auto' (mae where the backbone drops "
                            "patches, i.e. ViTs; simmim where it takes a mask token, i.e. Swin / CvT), mae, simmim, "
@@ -107,16 +108,8 @@ class Config:
                                    "the shared encoder (epoch means in metrics.jsonl; the backward pass is split in "
                                    "two, no extra compute); 0 = off", "method")
     mask_ratio: float = opt(0.75, "fraction of patches hidden from the auxiliary stream, in (0, 1)", "method")
-    decoder_dim: int = opt(128, "MAE decoder width", "method")
-    decoder_depth: int = opt(2, "MAE decoder blocks", "method")
-    decoder_heads: int = opt(16, "MAE decoder attention heads", "method")
-    norm_pix_loss: bool = opt(False, "reconstruct per-patch normalised pixels (MAE option; reference: off)", "method")
-    temperature: float = opt(0.5, "SimCLR NT-Xent temperature", "method")
-    dino_out_dim: int = opt(1024, "DINO head output (prototype) dimension", "method")
-    teacher_temp: float = opt(0.04, "DINO teacher temperature (sharpening); the student's is 0.1", "method")
-    ema_momentum: float = opt(0.996, "DINO teacher EMA momentum at the start (cosine to 1)", "method")
     pretrain_epochs: int = opt(0, "--method sslft: self-supervised pre-training epochs run first, into OUT/pretrain "
-                                  "(0: --init must name a pre-trained run)", "method")
+                                  "(0: --pretrained must name a pre-trained run)", "method")
     layer_decay: float = opt(1.0, "layer-wise lr decay (0.75 is usual for fine-tuning a pre-trained ViT; 1 = off)",
                              "method")
     label_smoothing: float = opt(0.1, "label smoothing of the classification loss", "method")
@@ -171,6 +164,9 @@ class Config:
         """Defaults < the named --preset's values < `values`."""
         if values.get("preset") is not None:
             values = {**preset_values(str(values["preset"])), **values}
+        if values.get("init") not in (None, "timm", "mae") and values.get("pretrained") is None:
+            # runs written before --pretrained existed kept the weights' path in --init
+            values = {**values, "pretrained": values["init"], "init": "timm"}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -255,35 +251,47 @@ class Config:
         check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
         check(self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive, got {self.clip_grad}")
         check(0.0 <= self.drop_path < 1.0, f"--drop-path must be in [0, 1), got {self.drop_path}")
-        check(self.init in ("timm", "mae") or Path(self.init).exists(),
-              f"--init {self.init}: not 'timm', 'mae' or an existing pre-trained run directory / model.safetensors")
+        if self.pretrained is not None:
+            where = self.pretrained[len("local-dir:"):] if self.pretrained.startswith("local-dir:") else self.pretrained
+            check(Path(where).expanduser().exists(),
+                  f"--pretrained {self.pretrained}: no such file or folder; give a run directory, a model.safetensors, "
+                  f"a timm checkpoint file or local-dir:FOLDER")
         check(0.0 < self.layer_decay <= 1.0, f"--layer-decay must be in (0, 1], got {self.layer_decay}")
         check(self.pretrain_epochs >= 0, f"--pretrain-epochs must be >= 0, got {self.pretrain_epochs}")
-        check(self.temperature > 0 and self.teacher_temp > 0, "--temperature and --teacher-temp must be positive")
-        check(0.0 <= self.ema_momentum < 1.0, f"--ema-momentum must be in [0, 1), got {self.ema_momentum}")
-        check(not METHODS[self.method].pretrained_init or self.pretrain_epochs > 0 or self.init not in ("timm", "mae"),
-              "--method sslft fine-tunes a pre-trained encoder: pass --init RUN_DIR (from `ssat pretrain`) or "
+        check(not METHODS[self.method].pretrained_init or self.pretrain_epochs > 0 or self.pretrained is not None,
+              "--method sslft fine-tunes a pre-trained encoder: pass --pretrained RUN_DIR (from `ssat pretrain`) or "
               "--pretrain-epochs E to pre-train first")
         check(0.0 <= self.reprob <= 1.0, f"--reprob must be in [0, 1], got {self.reprob}")
         check(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         check(self.img_size is None or self.img_size >= 2, f"--img-size must be at least 2, got {self.img_size}")
         check(self.patch_size is None or self.patch_size >= 1, f"--patch-size must be >= 1, got {self.patch_size}")
         check(self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
-        check(min(self.decoder_dim, self.decoder_depth, self.decoder_heads) >= 1,
-              f"--decoder-dim, --decoder-depth and --decoder-heads must be at least 1, got {self.decoder_dim}, "
-              f"{self.decoder_depth} and {self.decoder_heads}")
-        check(self.dino_out_dim >= 1, f"--dino-out-dim must be at least 1, got {self.dino_out_dim}")
-        check(self.aux not in ("simclr", "dino") or not METHODS[self.method].auxiliary or self.batch_size >= 2,
-              f"--aux {self.aux} compares the images of a batch (and normalises its projection over the batch): "
-              f"give --batch-size 2 or more, got {self.batch_size}")
-        check(self.decoder_dim % self.decoder_heads == 0,
-              f"--decoder-dim ({self.decoder_dim}) must be divisible by --decoder-heads ({self.decoder_heads})")
-        check(self.decoder_dim % 4 == 0, f"--decoder-dim must be divisible by 4 (2-D sin-cos), got {self.decoder_dim}")
         if self.img_size is not None and self.patch_size is not None:
             check(self.img_size % self.patch_size == 0,
                   f"--img-size {self.img_size} is not a multiple of --patch-size {self.patch_size}; "
                   f"pick a patch size that divides it")
+        for options in OPTION_SETS.values():  # each extension checks the options it declared
+            if hasattr(options, "check"):
+                options.check(self)
         return self
+
+
+def _with_extension_options(core: type) -> type:
+    """Config = the core options + every registered extension's (ssat.options): one dataclass, so flags, YAML
+    keys, config.yaml and validation treat them all alike."""
+    load_plugins()
+    extra = [(f.name, f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
+              field(default=f.default, metadata=f.metadata))
+             for options in OPTION_SETS.values() for f in dataclasses.fields(options)]
+    clash = sorted({name for name, _, _ in extra} & {f.name for f in dataclasses.fields(core)})
+    if clash:
+        raise UserError(f"an extension declares option(s) {', '.join(clash)}, which ssat's core already has; "
+                        f"rename them")
+    return dataclasses.make_dataclass("Config", extra, bases=(core,), namespace={"__module__": __name__,
+                                      "__doc__": "Every option of a run: ssat's core options and its extensions'."})
+
+
+Config = _with_extension_options(CoreConfig)
 
 
 def default_patch_size(img_size: int, model: str = "vit_tiny") -> int:

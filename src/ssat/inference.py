@@ -35,7 +35,7 @@ def load_classifier(checkpoint: str, device: torch.device):
     data = meta["data"]
     backbone = build_backbone(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size,
                               in_chans=data["in_chans"], num_classes=len(data["classes"]),
-                              global_pool=cfg.global_pool, pos_embed=cfg.pos_embed)
+                              global_pool=cfg.global_pool, pos_embed=cfg.pos_embed, cfg=cfg)
     try:
         backbone.encoder.load_state_dict(tensors)
     except RuntimeError as e:

@@ -11,7 +11,7 @@ class Method:
     name: str
     primary: bool           # trains the classification stream (and has a test accuracy)
     auxiliary: bool         # trains the auxiliary (self-supervised) stream
-    pretrained_init: bool   # fine-tunes an encoder another run pre-trained (--init RUN or --pretrain-epochs)
+    pretrained_init: bool   # fine-tunes an encoder another run pre-trained (--pretrained RUN or --pretrain-epochs)
     description: str
     baseline: bool = False  # what reports measure gains against
 

@@ -167,17 +167,16 @@ class SSATModel(nn.Module):
 
 def build_model(cfg, *, num_classes: int, in_chans: int) -> SSATModel:
     """Config (already resolved: img_size and patch_size set) -> SSATModel."""
-    pretrained = cfg.init not in ("timm", "mae")
     backbone = build_backbone(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=in_chans,
                               num_classes=num_classes, drop_path=cfg.drop_path, global_pool=cfg.global_pool,
-                              pos_embed=cfg.pos_embed, init="timm" if pretrained else cfg.init)
+                              pos_embed=cfg.pos_embed, init=cfg.init, cfg=cfg)
     method = METHODS[cfg.method]
     primary, uses_aux = method.primary, method.auxiliary
     if uses_aux and not backbone.capabilities.auxiliary:
         raise UserError(f"--model {cfg.model} is a reference baseline trained with --method scratch only; "
                         f"use a ViT, Swin or CvT backbone for --method {cfg.method}")
-    if pretrained:
-        load_pretrained_encoder(backbone, cfg.init)
+    if cfg.pretrained is not None:
+        load_pretrained_encoder(backbone, cfg.pretrained)
     if cfg.layer_decay < 1.0 and not backbone.capabilities.layer_decay:
         raise UserError(f"--layer-decay {cfg.layer_decay} needs a backbone with blocks grouped by depth, which "
                         f"{cfg.model} has not; use --layer-decay 1 with it")
@@ -194,10 +193,23 @@ def build_model(cfg, *, num_classes: int, in_chans: int) -> SSATModel:
 
 
 def load_pretrained_encoder(backbone: nn.Module, path: str) -> None:
-    """Copy a pre-trained encoder (a `ssat pretrain` run or its model.safetensors) into `backbone`, every tensor
-    but the classifier head, which keeps its fresh initialisation (the class count may differ)."""
-    from ssat.runs import load_trained
-    tensors, _ = load_trained(path)
+    """Copy pre-trained encoder weights (a ssat run, a timm checkpoint file, or local-dir:FOLDER) into `backbone`,
+    every tensor but the classifier head, which keeps its fresh initialisation (the class count may differ).
+    timm ViT weights for another image size or patch size are resampled as timm does when it loads them."""
+    from ssat.runs import load_encoder_weights
+    tensors = load_encoder_weights(path)
+    if getattr(backbone, "timm_name", None) and backbone.timm_name.startswith("vit_"):
+        from timm.models.vision_transformer import checkpoint_filter_fn
+        try:
+            tensors = checkpoint_filter_fn(tensors, backbone.encoder)
+        except Exception as e:  # timm's resampling refuses what it cannot map: say which file
+            raise UserError(f"--pretrained {path}: timm cannot map these weights onto {backbone.name} ({e}); use "
+                            f"weights of the same architecture") from None
+        proj = "patch_embed.proj.weight"
+        own_proj = backbone.encoder.state_dict()[proj]
+        if proj in tensors and tensors[proj].shape[1] != own_proj.shape[1]:
+            from timm.models import adapt_input_conv
+            tensors[proj] = adapt_input_conv(own_proj.shape[1], tensors[proj])  # RGB weights, 1-channel data
     own = backbone.encoder.state_dict()
     head = {k for k in own if k.startswith("head.")}
     wanted = {k for k in own if k not in head}
@@ -205,6 +217,6 @@ def load_pretrained_encoder(backbone: nn.Module, path: str) -> None:
     shapes = sorted(k for k in wanted & set(tensors) if tensors[k].shape != own[k].shape)
     if missing or shapes:
         what = f"missing {missing[0]}" if missing else f"shape of {shapes[0]} differs"
-        raise UserError(f"--init {path} does not fit this model ({what}); pre-train with the same --model, "
+        raise UserError(f"--pretrained {path} does not fit this model ({what}); pre-train with the same --model, "
                         f"--img-size and --patch-size")
     backbone.encoder.load_state_dict({k: tensors[k] for k in wanted}, strict=False)

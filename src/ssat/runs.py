@@ -252,6 +252,39 @@ def load_trained(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"config": state["config"], "data": state["data"]}
 
 
+def load_encoder_weights(path: str) -> dict[str, torch.Tensor]:
+    """Encoder weights in timm key names from a ssat run / model.safetensors / checkpoint-last.pt, a timm
+    checkpoint file (.safetensors, or .pth / .bin / .pt read with weights_only=True), or `local-dir:FOLDER`."""
+    if path.startswith("local-dir:"):
+        folder = Path(path[len("local-dir:"):]).expanduser()
+        found = [folder / n for n in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+                 if (folder / n).is_file()]
+        if not found:
+            raise UserError(f"--pretrained {path}: {folder} holds no model.safetensors or pytorch_model.bin; "
+                            f"point it at a timm model folder")
+        path = str(found[0])
+    p = Path(path).expanduser()
+    if p.is_dir() or p.name == CHECKPOINT:
+        return load_trained(p)[0]
+    try:
+        if p.suffix == ".safetensors":
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a weights file, or damaged
+        raise UserError(f"--pretrained {p} is not a readable weights file ({first_line(e)}); give a .safetensors, "
+                        f".pth or .bin state dict or a ssat run directory") from None
+    for key in ("state_dict", "model", "module"):  # common wrappers of a state dict
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"--pretrained {p} holds no state dict of tensors; give a model's weights")
+    prefix = "backbone.encoder."  # a ssat checkpoint's model state
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
 # --- finished runs ------------------------------------------------------------------------------------------
 
 def collect(paths: list[str]) -> list[dict]:

@@ -67,7 +67,7 @@ def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str
     cfg.validate()
     device = distributed.init(world, cfg.device) if world.distributed else engine.resolve_device(cfg.device)
     try:
-        if METHODS[cfg.method].pretrained_init and cfg.pretrain_epochs > 0 and cfg.init in ("timm", "mae"):
+        if METHODS[cfg.method].pretrained_init and cfg.pretrain_epochs > 0 and cfg.pretrained is None:
             return _pretrain_then_finetune(cfg, resume, log, state, world, device)
         return _train(cfg, resume, log, state, world, device)
     finally:
@@ -95,7 +95,7 @@ def _pretrain_then_finetune(cfg: Config, resume, log, state, world: World, devic
         if not world.is_main:
             pre_summary = {}
     log("stage 2/2: fine-tuning")
-    fine = Config(**{**cfg.to_dict(), "init": str(pre.path), "out": str(out)})
+    fine = Config(**{**cfg.to_dict(), "pretrained": str(pre.path), "out": str(out)})
     summary = _train(fine, resume, log, state, world, device)
     if summary and pre_summary:
         summary.update(pretrain_epochs=cfg.pretrain_epochs, pretrain_time_s=pre_summary["train_time_s"],
@@ -426,7 +426,7 @@ def _summary(t: Training, start: Progress, end: Progress, final: dict, at_select
         "balance": cfg.balance if two_streams else None,
         "final_w_primary": last.get("w_primary"), "final_w_aux": last.get("w_aux"),
         "mask_ratio": cfg.mask_ratio if METHODS[cfg.method].auxiliary and cfg.aux in ("mae", "simmim") else None,
-        "init": cfg.init, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
+        "init": cfg.init, "pretrained": cfg.pretrained, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
         "test_acc1": final["acc1"], "test_acc5": final["acc5"], "test_loss": final["loss"],
         "val_fraction": cfg.val_fraction, "val_per_class": cfg.val_per_class,
         "n_val": loader_images(t.loaders.val),

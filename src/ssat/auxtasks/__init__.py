@@ -1,7 +1,14 @@
-"""Auxiliary (self-supervised) tasks. Named `auxtasks`, not `aux`: `aux` is a reserved file name on Windows."""
+"""Auxiliary (self-supervised) tasks. Named `auxtasks`, not `aux`: `aux` is a reserved file name on Windows.
+Every module in this package is imported, so a new task is one new file that calls `register_aux`."""
 
-from ssat.auxtasks.registry import AUX_NEEDS, AUX_TASKS, AUX_VIEWS, AuxTask, build_aux, register_aux, resolve_aux, \
-    tasks_for
-from ssat.auxtasks import mae as _mae, simmim as _simmim, simclr as _simclr, dino as _dino  # noqa: F401  (register)
+import importlib
+import pkgutil
 
-__all__ = ["AUX_NEEDS", "AUX_TASKS", "AUX_VIEWS", "AuxTask", "build_aux", "register_aux", "resolve_aux", "tasks_for"]
+from ssat.auxtasks.registry import AUX_NEEDS, AUX_OPTIONS, AUX_TASKS, AUX_VIEWS, AuxTask, build_aux, register_aux, \
+    resolve_aux, tasks_for
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
+
+__all__ = ["AUX_NEEDS", "AUX_OPTIONS", "AUX_TASKS", "AUX_VIEWS", "AuxTask", "build_aux", "register_aux",
+           "resolve_aux", "tasks_for"]

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ssat.auxtasks.registry import AuxTask, register_aux
+from ssat.auxtasks.simclr import two_images_per_batch
 from ssat.errors import UserError
+from ssat.options import opt
 
 
 class DINOHead(nn.Module):
@@ -91,6 +94,23 @@ class DINOTask(AuxTask):
             self._batch_center = None
 
 
-@register_aux("dino", views=2)
+@dataclass
+class DINOOptions:
+    dino_out_dim: int = opt(1024, "DINO head output (prototype) dimension", "method")
+    teacher_temp: float = opt(0.04, "DINO teacher temperature (sharpening); the student's is 0.1", "method")
+    ema_momentum: float = opt(0.996, "DINO teacher EMA momentum at the start (cosine to 1)", "method")
+
+    @staticmethod
+    def check(cfg) -> None:
+        if cfg.dino_out_dim < 1:
+            raise UserError(f"--dino-out-dim must be at least 1, got {cfg.dino_out_dim}")
+        if cfg.teacher_temp <= 0:
+            raise UserError(f"--teacher-temp must be positive, got {cfg.teacher_temp}")
+        if not 0.0 <= cfg.ema_momentum < 1.0:
+            raise UserError(f"--ema-momentum must be in [0, 1), got {cfg.ema_momentum}")
+        two_images_per_batch(cfg)
+
+
+@register_aux("dino", views=2, options=DINOOptions)
 def build_dino(backbone: nn.Module, cfg) -> DINOTask:
     return DINOTask(backbone, out=cfg.dino_out_dim, teacher_temp=cfg.teacher_temp, momentum=cfg.ema_momentum)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Optional
 
@@ -14,6 +15,7 @@ from ssat.auxtasks.masking import num_visible, patch_mse, patchify, random_maski
 from ssat.auxtasks.registry import AuxTask, register_aux
 from ssat.errors import UserError
 from ssat.models.layers import Attention, block_rows, gather_tokens
+from ssat.options import opt
 from ssat.models.vit import init_mae_style
 
 
@@ -80,7 +82,26 @@ class MAETask(AuxTask):
         return loss, {"loss_mae": loss.detach()}
 
 
-@register_aux("mae", needs="drops_patches")
+@dataclass
+class MAEOptions:
+    decoder_dim: int = opt(128, "MAE decoder width", "method")
+    decoder_depth: int = opt(2, "MAE decoder blocks", "method")
+    decoder_heads: int = opt(16, "MAE decoder attention heads", "method")
+    norm_pix_loss: bool = opt(False, "reconstruct per-patch normalised pixels (MAE option; reference: off)", "method")
+
+    @staticmethod
+    def check(cfg) -> None:
+        if min(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads) < 1:
+            raise UserError(f"--decoder-dim, --decoder-depth and --decoder-heads must be at least 1, got "
+                            f"{cfg.decoder_dim}, {cfg.decoder_depth} and {cfg.decoder_heads}")
+        if cfg.decoder_dim % cfg.decoder_heads:
+            raise UserError(f"--decoder-dim ({cfg.decoder_dim}) must be divisible by --decoder-heads "
+                            f"({cfg.decoder_heads})")
+        if cfg.decoder_dim % 4:
+            raise UserError(f"--decoder-dim must be divisible by 4 (2-D sin-cos), got {cfg.decoder_dim}")
+
+
+@register_aux("mae", needs="drops_patches", options=MAEOptions)
 def build_mae(backbone: nn.Module, cfg) -> AuxTask:
     """MAE on backbones that drop patches (ViTs); hierarchical ones take --aux simmim (auxtasks/simmim.py)."""
     return MAETask(backbone, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss,

@@ -8,18 +8,20 @@ heads) and computes its loss through the *shared* backbone:
 stream's view), which contrastive / self-distillation tasks (SimCLR, DINO) compare against. Tasks registered with
 `views=2` get two independent views from the data path. Tasks that set `embeds_other_view` get `other_features`,
 the pooled embedding of `other_view` from the primary stream's own pass, when there is one (SSAT; not when
-pre-training), instead of encoding that view a second time. A new task is one file with a `@register_aux("name")`
-builder; the engine never changes. Tasks that keep state outside the optimiser (DINO's EMA teacher) update it in
+pre-training), instead of encoding that view a second time. A new task is one new file in this package (every
+module in it is imported) with a `@register_aux("name", options=...)` builder; the engine never changes. Tasks that keep state outside the optimiser (DINO's EMA teacher) update it in
 `after_step`, which the engine calls after every optimizer step."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 
 from ssat.errors import UserError
+from ssat.options import declare_options
 
 
 class AuxTask(nn.Module):
@@ -39,11 +41,16 @@ class AuxTask(nn.Module):
 AUX_TASKS: dict[str, Callable[..., AuxTask]] = {}
 AUX_VIEWS: dict[str, int] = {}  # views each task needs from the data path
 AUX_NEEDS: dict[str, str] = {}  # the backbone capability each task needs (models.registry.Capabilities)
+AUX_OPTIONS: dict[str, list[str]] = {}  # the Config options each task declared
 
 
-def register_aux(name: str, views: int = 1, needs: str = "pooled_embedding"):
+def register_aux(name: str, views: int = 1, needs: str = "pooled_embedding", options: Optional[type] = None):
+    """`builder(backbone, cfg) -> AuxTask`; `needs` names the backbone capability it requires; `options` is a
+    dataclass of `ssat.options.opt` fields, which become Config fields (flags, YAML keys) read as `cfg.<name>`."""
     def wrap(builder: Callable[..., AuxTask]) -> Callable[..., AuxTask]:
+        declare_options(f"auxiliary task '{name}'", options)
         AUX_TASKS[name], AUX_VIEWS[name], AUX_NEEDS[name] = builder, views, needs
+        AUX_OPTIONS[name] = [f.name for f in dataclasses.fields(options)] if options else []
         return builder
     return wrap
 
@@ -52,7 +59,7 @@ def tasks_for(capabilities) -> list[str]:
     """The auxiliary tasks a backbone with these capabilities can train."""
     if not capabilities.auxiliary:
         return []
-    return [name for name in AUX_TASKS if getattr(capabilities, AUX_NEEDS[name])]
+    return [name for name in sorted(AUX_TASKS) if getattr(capabilities, AUX_NEEDS[name])]
 
 
 def resolve_aux(name: str, capabilities) -> str:

@@ -6,12 +6,15 @@ and hydra for it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ssat.auxtasks.registry import AuxTask, register_aux
 from ssat.errors import UserError
+from ssat.options import opt
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -50,6 +53,25 @@ class SimCLRTask(AuxTask):
         return loss, {"loss_simclr": loss.detach()}
 
 
-@register_aux("simclr", views=2)
+def two_images_per_batch(cfg) -> None:
+    """Contrastive and self-distillation tasks compare the images of a batch (and normalise over it)."""
+    from ssat.methods import METHODS
+    if cfg.aux in ("simclr", "dino") and METHODS[cfg.method].auxiliary and cfg.batch_size < 2:
+        raise UserError(f"--aux {cfg.aux} compares the images of a batch (and normalises its projection over the "
+                        f"batch): give --batch-size 2 or more, got {cfg.batch_size}")
+
+
+@dataclass
+class SimCLROptions:
+    temperature: float = opt(0.5, "SimCLR NT-Xent temperature", "method")
+
+    @staticmethod
+    def check(cfg) -> None:
+        if cfg.temperature <= 0:
+            raise UserError(f"--temperature must be positive, got {cfg.temperature}")
+        two_images_per_batch(cfg)
+
+
+@register_aux("simclr", views=2, options=SimCLROptions)
 def build_simclr(backbone: nn.Module, cfg) -> SimCLRTask:
     return SimCLRTask(backbone, temperature=cfg.temperature)

@@ -30,14 +30,15 @@ from typing import Optional
 
 import yaml
 
+from ssat.auxtasks import AUX_OPTIONS
 from ssat.config import Config
 from ssat.errors import UserError, first_line
 from ssat.methods import METHODS
 
-# Grid keys that only mean something when the method trains an auxiliary task.
-AUX_ONLY = {"lam", "lambda_schedule", "lambda_end", "balance", "aux", "mask_ratio", "decoder_dim", "decoder_depth",
-            "decoder_heads", "norm_pix_loss",
-            "temperature", "dino_out_dim", "teacher_temp", "ema_momentum"}
+# Grid keys that only mean something when the method trains an auxiliary task: the weighting, and every option
+# an auxiliary task declared.
+AUX_ONLY = {"lam", "lambda_schedule", "lambda_end", "balance", "aux", "mask_ratio",
+            *(name for names in AUX_OPTIONS.values() for name in names)}
 SHORT = {"lam": "lambda"}
 
 

@@ -1,6 +1,12 @@
+"""Data sets. Every module in this package is imported, so a new data set is one new file that calls
+`register_dataset`."""
+
+import importlib
+import pkgutil
+
 from ssat.data.registry import DATASETS, DataBundle, DataOptions, load_dataset, register_dataset
-from ssat.data import (digits as _digits, cifar as _cifar, svhn as _svhn, mnist as _mnist,  # noqa: F401 (register)
-                       flowers as _flowers, medmnist as _medmnist, chaoyang as _chaoyang, domainnet as _domainnet,
-                       imagefolder as _imagefolder, csvlist as _csvlist)
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["DATASETS", "DataBundle", "DataOptions", "load_dataset", "register_dataset"]

@@ -8,16 +8,17 @@ features the head reads, `no_weight_decay()`, `in_chans`, `num_features`) plus w
 `layer_decay` -> `encoder.group_matcher`; `token_grid` -> `encoder.blocks` over a patch grid (Grad-CAM, rollout);
 `timm_export` -> `timm_name` / `timm_kwargs` rebuild it in plain timm. Combinations a backbone does not support are
 refused with one line when a model is built. A new family is one new file in this package that calls
-`register_model` (the package imports every module in it)."""
+`register_model` (the package imports every module in it), with its own options if it needs any."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import torch.nn as nn
 
 from ssat.errors import UserError
+from ssat.options import declare_options
 
 
 @dataclass(frozen=True)
@@ -43,19 +44,25 @@ class ModelSpec:
     description: str
     kwargs: dict = field(default_factory=dict)
     capabilities: Capabilities = Capabilities()
+    options: Optional[type] = None
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
 def register_model(name: str, builder: Callable[..., nn.Module], description: str,
-                   capabilities: Capabilities = Capabilities(), **kwargs) -> None:
-    MODELS[name] = ModelSpec(name, builder, description, kwargs, capabilities)
+                   capabilities: Capabilities = Capabilities(), options: Optional[type] = None,
+                   **kwargs) -> None:
+    """`builder(img_size=, patch_size=, in_chans=, num_classes=, drop_path=, global_pool=, pos_embed=, init=,
+    **kwargs, cfg=)`; `options` is a dataclass of `ssat.options.opt` fields (Config fields the builder reads from
+    `cfg`); builders that declare none are not passed `cfg`."""
+    declare_options(f"model '{name}'", options)
+    MODELS[name] = ModelSpec(name, builder, description, kwargs, capabilities, options)
 
 
 def build_backbone(name: str, *, img_size: int, patch_size: int, in_chans: int, num_classes: int,
                    drop_path: float = 0.0, global_pool: str = "token", pos_embed: str = "sincos",
-                   init: str = "timm") -> nn.Module:
+                   init: str = "timm", cfg=None) -> nn.Module:
     if name not in MODELS:
         raise UserError(f"unknown model '{name}'; choose one of: {', '.join(sorted(MODELS))}")
     if img_size % patch_size:
@@ -64,6 +71,6 @@ def build_backbone(name: str, *, img_size: int, patch_size: int, in_chans: int, 
     spec = MODELS[name]
     backbone = spec.builder(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
                             drop_path=drop_path, global_pool=global_pool, pos_embed=pos_embed, init=init,
-                            **spec.kwargs)
+                            **spec.kwargs, **({"cfg": cfg or spec.options()} if spec.options else {}))
     backbone.name, backbone.capabilities = name, spec.capabilities
     return backbone

@@ -1,0 +1,43 @@
+"""How an option is declared. `Config` (ssat.config) is made of the core options declared there plus the options
+each extension declares next to its own code: an auxiliary task, a backbone or any other registered part passes a
+dataclass of `opt(...)` fields to its `register_*` call, and those fields become `Config` fields, `ssat train`
+flags, YAML keys and `config.yaml` entries like any other. A `check(cfg)` function on that dataclass validates
+them (raise UserError with the fix)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+from typing import Any, Optional
+
+from ssat.errors import UserError
+
+
+def opt(default: Any, help: str, group: str, flag: Optional[str] = None, choices: Optional[str] = None):
+    """A Config field with the metadata the CLI needs (help text, --help group, flag name if not derived)."""
+    return field(default=default, metadata={"help": help, "group": group, "flag": flag, "choices": choices})
+
+
+# owner ("aux:simclr", "model:vit_tiny", ...) -> the dataclass of options it declared
+OPTION_SETS: dict[str, type] = {}
+
+
+def declare_options(owner: str, options: Optional[type]) -> None:
+    """Record an extension's options; a name another extension (or the core) already uses is refused."""
+    if options is None:
+        return
+    if not dataclasses.is_dataclass(options):
+        raise TypeError(f"{owner}: options must be a dataclass of opt(...) fields, got {options!r}")
+    taken = {f.name: o for o, cls in OPTION_SETS.items() if o != owner for f in dataclasses.fields(cls)}
+    for f in dataclasses.fields(options):
+        if f.name in taken:
+            raise UserError(f"{owner} declares option '{f.name}', which {taken[f.name]} already declares; "
+                            f"rename one of them")
+        if f.default is dataclasses.MISSING or "group" not in f.metadata:
+            raise TypeError(f"{owner}: option '{f.name}' needs opt(default, help, group)")
+    OPTION_SETS[owner] = options
+
+
+def option_owners(name: str) -> list[str]:
+    """Which extensions declared option `name` (empty for core options)."""
+    return [o for o, cls in OPTION_SETS.items() if name in {f.name for f in dataclasses.fields(cls)}]
