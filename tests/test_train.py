@@ -195,3 +195,45 @@ def test_resume_writes_into_the_resumed_directory_even_if_it_moved(tmp_path, tin
     (tmp_path / "before").rename(tmp_path / "after")
     assert main(["train", "--resume", str(tmp_path / "after" / "checkpoint-last.pt")]) == 0
     assert (tmp_path / "after" / "summary.json").exists() and not (tmp_path / "before").exists()
+
+
+@pytest.mark.parametrize("best", [False, True])
+def test_export_reloads_in_plain_timm_with_identical_logits(tmp_path, tiny_flags, capsys, best):
+    from ssat.inference import load_classifier
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--per-class", "3", "--val-per-class", "1", "--out", str(out)]) == 0
+    assert main(["export", str(out), "--to", str(tmp_path / "timm"), *(["--best"] if best else [])]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["max_logit_difference"] <= 1e-5
+    plain = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True).eval()
+    assert plain.pretrained_cfg["label_names"] == [str(i) for i in range(10)]
+    model, _, _ = load_classifier(str(out / ("model-best.safetensors" if best else "model.safetensors")),
+                                  torch.device("cpu"))
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), model.eval()(x), atol=1e-5)
+
+
+def test_export_errors_and_push_to_a_hub_stand_in(tmp_path, tiny_flags, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--per-class", "2", "--out", str(out)]) == 0
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    assert main(["export", str(out), "--to", str(tmp_path / "full")]) == 2
+    assert capsys.readouterr().err.strip().endswith("is not empty; give a new or empty folder")
+    assert main(["export", str(out), "--best", "--to", str(tmp_path / "b")]) == 2  # no validation split
+    assert "drop --best" in capsys.readouterr().err
+
+    import huggingface_hub
+    calls = []
+
+    class FakeApi:  # the Hub, without a network: record what would be uploaded
+        def create_repo(self, repo_id, exist_ok, private):
+            calls.append(("create", repo_id))
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            calls.append(("upload", repo_id, sorted(p.name for p in (tmp_path / "hub").iterdir())))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert main(["export", str(out), "--to", str(tmp_path / "hub"), "--push-to-hub", "me/digits-vit"]) == 0
+    assert calls == [("create", "me/digits-vit"), ("upload", "me/digits-vit", ["config.json", "model.safetensors"])]
+    assert json.loads(capsys.readouterr().out)["hub"] == "hf-hub:me/digits-vit"

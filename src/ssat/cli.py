@@ -151,6 +151,16 @@ def build_parser() -> Parser:
     rc.add_argument("--seed", type=int, default=0, help="seed of the images and masks [default: 0]")
     rc.add_argument("--out", default="reconstruction.png", help="PNG to write [default: reconstruction.png]")
 
+    ex = sub.add_parser("export", help="write a trained model as a timm model folder (config.json + safetensors)",
+                        description="Export a run so that timm.create_model('local-dir:DIR', pretrained=True) "
+                                    "rebuilds it with timm alone (checked by comparing logits); optionally push it "
+                                    "to the Hugging Face Hub.")
+    ex.add_argument("run", metavar="RUN", help="run directory (or its model.safetensors)")
+    ex.add_argument("--to", required=True, help="new or empty folder to write")
+    ex.add_argument("--best", action="store_true", help="export the validation-selected epoch (model-best)")
+    ex.add_argument("--push-to-hub", metavar="USER/REPO", help="also upload the folder to this Hub repository")
+    ex.add_argument("--private", action="store_true", help="create the Hub repository as private")
+
     md = sub.add_parser("models", help="list the backbones with parameters and GFLOPs",
                         description="Every registered backbone, built for the given input, with its parameter count, "
                                     "inference GFLOPs per image (PyTorch's FLOP counter) and the methods it allows.")
@@ -184,7 +194,8 @@ COMMANDS = {"train": "ssat.commands.train:main", "pretrain": "ssat.commands.trai
             "table": "ssat.commands.table:main", "data": "ssat.commands.datainfo:main",
             "sweep": "ssat.commands.sweep:main", "report": "ssat.commands.report:main",
             "gradcam": "ssat.commands.explain:main_gradcam", "reconstruct": "ssat.commands.explain:main_reconstruct",
-            "models": "ssat.commands.models:main", "bench": "ssat.commands.bench:main"}
+            "models": "ssat.commands.models:main", "bench": "ssat.commands.bench:main",
+            "export": "ssat.commands.export:main"}
 
 
 def one_line(message: str) -> str:
