@@ -14,8 +14,8 @@ LAYERS = {
     "ssat.models.layers": 0, "ssat.auxtasks.masking": 0,
     "ssat.models": 1, "ssat.auxtasks": 1, "ssat.data": 1,
     "ssat.config": 2, "ssat.plugins": 2,
-    "ssat.runs": 3, "ssat.distributed": 3, "ssat.engine": 3, "ssat.cost": 3, "ssat.objective": 3,
-    "ssat.training": 4, "ssat.inference": 4,
+    "ssat.runs": 3, "ssat.distributed": 3, "ssat.engine": 3, "ssat.cost": 3, "ssat.tracking": 3, "ssat.objective": 3,
+    "ssat.training": 4, "ssat.inference": 4, "ssat.api": 4,
     "ssat.commands": 5,
     "ssat.cli": 6, "ssat.__main__": 6, "ssat": 6,
 }

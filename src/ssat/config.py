@@ -148,6 +148,12 @@ class CoreConfig:
     compile: bool = opt(False, "torch.compile the model (slow first steps; pays off on long GPU runs)", "run")
     out: Optional[str] = opt(None, "run directory (default: runs/<dataset>-<model>-<method>-s<seed>)", "run")
     quiet: bool = opt(False, "no progress bar or per-epoch lines", "run")
+    log: str = opt("none", "also log per-step losses, their weights and the lr, and per-epoch metrics: "
+                           "'tensorboard' (event files in the run directory's tb/; pip install 'ssat[tensorboard]') "
+                           "or 'none'", "run", choices="none,tensorboard")
+    log_every: int = opt(50, "every N optimizer steps: a progress line on stderr when it is not a terminal (under "
+                             "nohup or a batch scheduler, where there is no progress bar) and a --log point; 0 = off",
+                         "run")
     overwrite: bool = opt(False, "replace a finished run in --out (without it, a finished run is never overwritten)",
                           "run")
 
@@ -238,6 +244,7 @@ class CoreConfig:
               f"--lambda-end must be in [0, 1], got {self.lambda_end}")
         check(self.lambda_schedule == "constant" or self.lambda_end is not None,
               f"--lambda-schedule {self.lambda_schedule} moves λ from --lambda to --lambda-end; give --lambda-end")
+        check(self.log_every >= 0, f"--log-every must be >= 0, got {self.log_every} (0 = off)")
         check(self.grad_norm_every >= 0, f"--grad-norm-every must be >= 0, got {self.grad_norm_every} (0 = off)")
         check(self.per_class is None or self.per_class >= 1, f"--per-class must be at least 1, got {self.per_class}")
         check(self.per_class is None or self.fraction == 1.0, "--per-class and --fraction exclude each other; give one")
@@ -307,7 +314,7 @@ def default_patch_size(img_size: int, model: str = "vit_tiny") -> int:
 # What may differ when a run is resumed: where/how it runs and how long, and the step size (to go on after a
 # divergence); never what it computes.
 RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "country", "energy",
-             "lr", "blr", "clip_grad"}
+             "lr", "blr", "clip_grad", "log", "log_every"}
 
 PRESETS = Path(__file__).parent / "presets"
 

@@ -132,12 +132,14 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
                     progress: bool = False, world: World = World(),
                     before_update: Optional[Callable[[int], None]] = None,
                     after_step: Optional[Callable[[int], None]] = None,
-                    probe_params: Optional[list[torch.Tensor]] = None, probe_every: int = 0) -> dict:
+                    probe_params: Optional[list[torch.Tensor]] = None, probe_every: int = 0,
+                    on_log: Optional[Callable[[int, dict], None]] = None, log_every: int = 0) -> dict:
     """One pass over `loader`. `model` may be wrapped (DDP, torch.compile); the returned statistics are averaged over
     all images of all ranks. The only host synchronisations are the progress bar's (every 10 steps, when shown)
     and the final read-out. Every `probe_every` updates, when the model returns two loss terms, the backward pass
     is split to measure each term's gradient on `probe_params` (`grad_norm_primary`, `grad_norm_aux`, `grad_cos`:
-    means over the probed steps)."""
+    means over the probed steps). Every `log_every` updates `on_log(update, {loss, parts..., lr})` gets this
+    step's values (a host sync on those steps only)."""
     model.train()
     updates_per_epoch = math.ceil(len(loader) / accum_steps)
     sums: dict[str, torch.Tensor] = {}  # summed on device: no host sync inside the loop
@@ -175,6 +177,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
             optimizer.zero_grad(set_to_none=True)
             if after_step is not None:  # e.g. DINO's EMA teacher; gets the global update index
                 after_step(update_index + 1)
+            if on_log is not None and log_every and (update_index + 1) % log_every == 0:
+                values = {"loss": out.loss.detach(), **out.parts}
+                on_log(update_index + 1, {**{k: float(v) for k, v in values.items()},
+                                          "lr": optimizer.param_groups[0]["lr"]})
 
         n = targets.shape[0]
         accuracy = {} if out.logits is None else dict(zip(("acc1", "acc5"), topk_correct(out.logits.detach(), targets)))

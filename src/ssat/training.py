@@ -31,6 +31,7 @@ from ssat.errors import UserError, first_line
 from ssat.methods import METHODS
 from ssat.models import MODELS
 from ssat.objective import SSATModel, build_model
+from ssat.tracking import Tracker
 from ssat.runs import RunDir, atomic_write_text, load_checkpoint, load_trained, rng_state, save_checkpoint, \
     save_weights, seed_everything, set_rng_state
 
@@ -149,6 +150,7 @@ class Training:
     amp_dtype: Optional[torch.dtype]
     world: World
     log: Callable[[str], None]
+    tracker: Tracker
 
     @property
     def train_loader(self):
@@ -253,10 +255,12 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
         meter = cost.EnergyMeter(cfg.country, cfg.energy) if world.is_main else None
+        tracker = Tracker(cfg, run.path, world.is_main, updates_per_epoch)
         try:
             summary = _epochs(Training(cfg, run, data, model, step_model, loaders, optimizer, scheduler, scaler,
-                                       updates_per_epoch, device, amp_dtype, world, log), progress)
+                                       updates_per_epoch, device, amp_dtype, world, log, tracker), progress)
         finally:
+            tracker.close()
             energy = _add_energy(run, meter.stop()) if meter is not None else None
         if not world.is_main:
             return {}
@@ -306,7 +310,8 @@ def _epochs(t: Training, progress: Progress) -> dict:
                                         progress=not cfg.quiet and world.is_main and sys.stderr.isatty(),
                                         before_update=lambda update: model.set_progress(update / total_updates),
                                         after_step=lambda update: model.after_step(update / total_updates),
-                                        probe_params=model.shared_parameters(), probe_every=cfg.grad_norm_every)
+                                        probe_params=model.shared_parameters(), probe_every=cfg.grad_norm_every,
+                                        on_log=t.tracker.on_log, log_every=cfg.log_every)
         except engine.Diverged as e:
             raise _diverged(t, epoch, str(e)) from None
         t1 = time.perf_counter()
@@ -341,6 +346,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
         distributed.assert_in_sync(world, model)
         if world.is_main:
             t.run.append_metrics(row)
+            t.tracker.epoch(epoch + 1, row)
             save_checkpoint(t.run.checkpoint, {
                 "model": model.state_dict(), "optimizer": t.optimizer.state_dict(),
                 "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(), **asdict(progress),

@@ -1,0 +1,47 @@
+"""Following a run while it trains: a progress line every --log-every steps where stderr is not a terminal
+(nohup, batch schedulers: no progress bar there), and TensorBoard scalars with --log tensorboard."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from ssat.errors import need_extra
+
+
+class Tracker:
+    def __init__(self, cfg, run_dir: Path, is_main: bool, updates_per_epoch: int):
+        self.every = cfg.log_every if is_main else 0
+        self.lines = is_main and not cfg.quiet and not sys.stderr.isatty()
+        self.total = cfg.epochs * updates_per_epoch
+        self.writer = None
+        if is_main and cfg.log == "tensorboard":
+            need_extra("tensorboard", "tensorboard", "--log tensorboard")
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(run_dir / "tb"))
+
+    def step(self, update: int, values: dict) -> None:
+        if self.lines:
+            parts = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+            print(f"step {update}/{self.total}  {parts}", file=sys.stderr, flush=True)
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"train/{k}", v, update)
+
+    def epoch(self, epoch: int, row: dict) -> None:
+        if self.writer is None:
+            return
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                group = k.split("_", 1)[0] if k.startswith(("val_", "test_", "train_")) else "epoch"
+                self.writer.add_scalar(f"{group}/{k}", v, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    @property
+    def on_log(self) -> Optional[callable]:
+        return self.step if (self.lines or self.writer is not None) and self.every else None
