@@ -237,3 +237,63 @@ def test_export_errors_and_push_to_a_hub_stand_in(tmp_path, tiny_flags, capsys, 
     assert main(["export", str(out), "--to", str(tmp_path / "hub"), "--push-to-hub", "me/digits-vit"]) == 0
     assert calls == [("create", "me/digits-vit"), ("upload", "me/digits-vit", ["config.json", "model.safetensors"])]
     assert json.loads(capsys.readouterr().out)["hub"] == "hf-hub:me/digits-vit"
+
+
+def test_model_ema_follows_its_formula_and_is_what_gets_evaluated_and_saved(tmp_path, tiny_flags):
+    """--model-ema d: after each optimizer step ema = d·ema + (1−d)·weights; the saved weights are the average."""
+    from timm.utils import ModelEmaV3
+    from ssat.config import Config
+    from ssat.objective import build_model
+    torch.manual_seed(0)
+    model = build_model(Config.from_dict({"model": "vit_test", "img_size": 8, "patch_size": 2, "method": "scratch"}),
+                        num_classes=10, in_chans=1)
+    ema = ModelEmaV3(model.backbone, decay=0.9)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(torch.randn(4, 1, 8, 8), torch.arange(4)).loss.backward()
+    optimizer.step()
+    ema.update(model.backbone)
+    now = model.backbone.state_dict()
+    for k, v in ema.module.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.9 * before[k] + 0.1 * now[k], atol=1e-6), k
+
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--per-class", "5", "--epochs", "2", "--model-ema", "0.5",
+                 "--out", str(out)]) == 0
+    state = torch.load(out / "checkpoint-last.pt", weights_only=True)
+    saved = load_file(str(out / "model.safetensors"))
+    raw = {k[len("backbone.encoder."):]: v for k, v in state["model"].items() if k.startswith("backbone.encoder.")}
+    averaged = {k[len("encoder."):]: v for k, v in state["ema"].items() if k.startswith("encoder.")}
+    assert all(torch.equal(saved[k], averaged[k]) for k in saved)
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved)  # the average, not the last weights
+    # a resumed run continues the same average (resume equivalence covers the rest)
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+
+
+def test_mixup_and_cutmix_mix_targets_as_the_images_and_train(tmp_path, tiny_flags, monkeypatch):
+    import numpy as np
+    import torch.nn.functional as F
+    from ssat.config import Config
+    from ssat.data.mix import build_mix
+    from ssat.objective import build_model
+    cfg = Config.from_dict({"model": "vit_test", "img_size": 8, "patch_size": 2, "mixup": 0.8,
+                            "label_smoothing": 0.1, "lam": 0.5, "balance": "none"}).validate()
+    mix = build_mix(cfg, num_classes=10)
+    np.random.seed(0)
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([1, 2, 3, 4])
+    mixed, soft = mix(x.clone(), y)
+    lam = float(soft[0, 1] - 0.01) / 0.9  # smoothing 0.1 over 10 classes: 0.01 off, 0.91 on
+    expected = lam * (F.one_hot(y, 10) * 0.9 + 0.01) + (1 - lam) * (F.one_hot(y.flip(0), 10) * 0.9 + 0.01)
+    assert torch.allclose(soft, expected, atol=1e-6) and 0 < lam < 1
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0), atol=1e-6)  # the images in the same proportion
+    model = build_model(cfg, num_classes=10, in_chans=1)
+    torch.manual_seed(0)
+    out = model(mixed, soft)
+    assert torch.allclose(out.parts["loss_primary"], -(soft * F.log_softmax(out.logits, 1)).sum(1).mean())
+
+    out_dir = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--per-class", "4", "--batch-size", "8", "--mixup", "0.8", "--cutmix", "1.0",
+                 "--out", str(out_dir)]) == 0
+    assert json.loads((out_dir / "metrics.jsonl").read_text().splitlines()[0])["train_acc1"] >= 0
+    assert main(["train", *tiny_flags, "--mixup", "0.8", "--batch-size", "7", "--out", str(tmp_path / "odd")]) == 2

@@ -65,6 +65,11 @@ class CoreConfig:
     crop: str = opt("auto", "train crop: 'pad' (random crop with zero padding of img/8, for small images), 'rrc' "
                             "(timm random-resized crop, as the reference at 224 px), 'none' (the whole image) or "
                             "'auto' (pad below 64 px)", "augmentation", choices="auto,pad,rrc,none")
+    mixup: float = opt(0.0, "Mixup alpha (0.8 in DeiT / MAE fine-tuning recipes; 0 = off); both streams see the "
+                            "mixed images, the classifier the mixed targets", "augmentation")
+    cutmix: float = opt(0.0, "CutMix alpha (1.0 in DeiT recipes; 0 = off); with --mixup too, one of the two per "
+                             "batch", "augmentation")
+    mix_prob: float = opt(1.0, "probability of mixing a batch when --mixup / --cutmix is on", "augmentation")
     two_views: bool = opt(False, "feed the auxiliary stream a second, independently augmented view of each image "
                                  "(default: the same augmented image, as the released reference code)",
                           "augmentation")
@@ -125,6 +130,9 @@ class CoreConfig:
     min_lr: float = opt(1e-6, "final learning rate of the cosine schedule", "optimisation")
     weight_decay: float = opt(0.05, "AdamW weight decay (none on norms, biases, position embeddings, tokens)",
                               "optimisation")
+    model_ema: float = opt(0.0, "keep an exponential moving average of the encoder and head with this decay per "
+                                "optimizer step (e.g. 0.999; 0 = off): validation, test, selection and the saved "
+                                "weights then use the averaged model", "optimisation")
     clip_grad: Optional[float] = opt(None, "clip the gradient norm to this value (default: no clipping)",
                                      "optimisation")
 
@@ -244,6 +252,15 @@ class CoreConfig:
               f"--lambda-end must be in [0, 1], got {self.lambda_end}")
         check(self.lambda_schedule == "constant" or self.lambda_end is not None,
               f"--lambda-schedule {self.lambda_schedule} moves λ from --lambda to --lambda-end; give --lambda-end")
+        check(self.mixup >= 0 and self.cutmix >= 0, f"--mixup and --cutmix must be >= 0, got {self.mixup} and "
+                                                    f"{self.cutmix} (0 = off)")
+        check(0.0 <= self.mix_prob <= 1.0, f"--mix-prob must be in [0, 1], got {self.mix_prob}")
+        check(self.mixup + self.cutmix == 0 or self.batch_size % 2 == 0,
+              f"--mixup / --cutmix pair the images of a batch: give an even --batch-size, got {self.batch_size}")
+        check(self.mixup + self.cutmix == 0 or not (self.two_views or self.aux in ("simclr", "dino")),
+              "--mixup / --cutmix with two views (--two-views, --aux simclr or dino) is not supported: the views "
+              "would be mixed differently; drop one of them")
+        check(0.0 <= self.model_ema < 1.0, f"--model-ema must be in [0, 1), got {self.model_ema} (0 = off)")
         check(self.log_every >= 0, f"--log-every must be >= 0, got {self.log_every} (0 = off)")
         check(self.grad_norm_every >= 0, f"--grad-norm-every must be >= 0, got {self.grad_norm_every} (0 = off)")
         check(self.per_class is None or self.per_class >= 1, f"--per-class must be at least 1, got {self.per_class}")

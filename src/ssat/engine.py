@@ -133,7 +133,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
                     before_update: Optional[Callable[[int], None]] = None,
                     after_step: Optional[Callable[[int], None]] = None,
                     probe_params: Optional[list[torch.Tensor]] = None, probe_every: int = 0,
-                    on_log: Optional[Callable[[int, dict], None]] = None, log_every: int = 0) -> dict:
+                    on_log: Optional[Callable[[int, dict], None]] = None, log_every: int = 0,
+                    mix: Optional[Callable] = None) -> dict:
     """One pass over `loader`. `model` may be wrapped (DDP, torch.compile); the returned statistics are averaged over
     all images of all ranks. The only host synchronisations are the progress bar's (every 10 steps, when shown)
     and the final read-out. Every `probe_every` updates, when the model returns two loss terms, the backward pass
@@ -149,6 +150,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
     optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(bar):
         images, targets, *aux_images = _to(device, batch)
+        labels = targets  # accuracy is counted against the images' own labels
+        if mix is not None:  # Mixup / CutMix: mixed images for both streams, mixed targets for the classifier
+            images, targets = mix(images, targets)
         update_index = epoch * updates_per_epoch + i // accum_steps
         if i % accum_steps == 0:
             scheduler.step_update(update_index)
@@ -182,8 +186,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
                 on_log(update_index + 1, {**{k: float(v) for k, v in values.items()},
                                           "lr": optimizer.param_groups[0]["lr"]})
 
-        n = targets.shape[0]
-        accuracy = {} if out.logits is None else dict(zip(("acc1", "acc5"), topk_correct(out.logits.detach(), targets)))
+        n = labels.shape[0]
+        accuracy = {} if out.logits is None else dict(zip(("acc1", "acc5"), topk_correct(out.logits.detach(), labels)))
         for name, value in {"loss": out.loss.detach() * n, **accuracy,
                             **{k: v * n for k, v in out.parts.items()}}.items():
             sums[name] = sums.get(name, 0) + value.float()

@@ -140,7 +140,9 @@ class SSATModel(nn.Module):
             logits, features = logits_and_features(self.backbone.encoder, images)
         else:
             logits = self.backbone(images)
-        loss_primary = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        # Mixup / CutMix give soft targets with the smoothing already in them.
+        smoothing = self.label_smoothing if targets.dim() == 1 else 0.0
+        loss_primary = F.cross_entropy(logits, targets, label_smoothing=smoothing)
         if self.aux is None:
             return StepOutput(loss_primary, logits, {"loss_primary": loss_primary.detach()})
         loss_aux, aux_parts = self.aux.loss(self.backbone, aux_input, other_view, features)

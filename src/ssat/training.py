@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import timm
+from timm.utils import ModelEmaV3
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
@@ -25,6 +26,7 @@ from ssat.auxtasks import AUX_VIEWS, resolve_aux
 from ssat.config import Config, default_patch_size
 from ssat.data import DataBundle
 from ssat.data.loaders import Loaders, epoch_images, loader_images, make_loaders, subset_record, training_subset
+from ssat.data.mix import build_mix
 from ssat.data.prepare import load_for
 from ssat.distributed import World
 from ssat.errors import UserError, first_line
@@ -151,10 +153,16 @@ class Training:
     world: World
     log: Callable[[str], None]
     tracker: Tracker
+    ema: Optional[ModelEmaV3] = None  # --model-ema: the averaged backbone
 
     @property
     def train_loader(self):
         return self.loaders.train
+
+    @property
+    def classifier(self) -> torch.nn.Module:
+        """What is evaluated, selected and saved: the backbone, or its moving average with --model-ema."""
+        return self.ema.module if self.ema is not None else self.model.backbone
 
 
 def test_epochs(cfg: Config, has_val: bool) -> int:
@@ -204,6 +212,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         scheduler = engine.build_scheduler(optimizer, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
                                            updates_per_epoch=updates_per_epoch, min_lr=cfg.min_lr)
         scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
+        ema = ModelEmaV3(model.backbone, decay=cfg.model_ema) if cfg.model_ema > 0 else None
 
         progress = Progress()
         if state is not None:
@@ -220,6 +229,11 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
                 engine.rescale_lr(optimizer, scheduler, lr / was)
                 log(f"learning rate {was:.2e} -> {lr:.2e} from epoch {state['epoch'] + 1} on")
             scaler.load_state_dict(state["scaler"])
+            if ema is not None:
+                if "ema" not in state:
+                    raise UserError(f"checkpoint {resume} holds no moving average (--model-ema was off); "
+                                    f"resume without --model-ema or start a new run")
+                ema.module.load_state_dict(state["ema"])
             set_rng_state(state["rng"])
             progress = Progress.from_checkpoint(state)
             if progress.epoch >= cfg.epochs and run.summary.exists():
@@ -258,7 +272,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         tracker = Tracker(cfg, run.path, world.is_main, updates_per_epoch)
         try:
             summary = _epochs(Training(cfg, run, data, model, step_model, loaders, optimizer, scheduler, scaler,
-                                       updates_per_epoch, device, amp_dtype, world, log, tracker), progress)
+                                       updates_per_epoch, device, amp_dtype, world, log, tracker, ema), progress)
         finally:
             tracker.close()
             energy = _add_energy(run, meter.stop()) if meter is not None else None
@@ -292,7 +306,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
     total_updates = cfg.epochs * t.updates_per_epoch
     every = test_epochs(cfg, t.loaders.val is not None)
     selected = _load_selected(t, progress)  # encoder weights of the validation-selected epoch (None: none yet)
-    evaluate = lambda loader: engine.evaluate(model.backbone, loader, device=t.device,  # noqa: E731
+    evaluate = lambda loader: engine.evaluate(t.classifier, loader, device=t.device,  # noqa: E731
                                               amp_dtype=t.amp_dtype, world=world)
     for epoch in range(progress.epoch, cfg.epochs):
         # Re-seed every epoch from (seed, epoch, rank): a resumed epoch draws exactly the same augmentations,
@@ -309,9 +323,10 @@ def _epochs(t: Training, progress: Progress) -> dict:
                                         accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad, world=world,
                                         progress=not cfg.quiet and world.is_main and sys.stderr.isatty(),
                                         before_update=lambda update: model.set_progress(update / total_updates),
-                                        after_step=lambda update: model.after_step(update / total_updates),
+                                        after_step=lambda update: _after_step(t, update / total_updates),
                                         probe_params=model.shared_parameters(), probe_every=cfg.grad_norm_every,
-                                        on_log=t.tracker.on_log, log_every=cfg.log_every)
+                                        on_log=t.tracker.on_log, log_every=cfg.log_every,
+                                        mix=build_mix(cfg, t.data.num_classes) if model.primary else None)
         except engine.Diverged as e:
             raise _diverged(t, epoch, str(e)) from None
         t1 = time.perf_counter()
@@ -334,7 +349,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
         if va is not None and progress.selects(va):
             progress.selected_epoch, progress.selected_val_acc1, progress.selected_val_loss = \
                 epoch + 1, va["acc1"], va["loss"]
-            selected = {k: v.detach().to("cpu", copy=True) for k, v in model.backbone.encoder.state_dict().items()}
+            selected = {k: v.detach().to("cpu", copy=True) for k, v in t.classifier.encoder.state_dict().items()}
             if world.is_main:
                 save_weights(t.run.selected, selected, _weights_meta(t) | {"epoch": epoch + 1})
         row = {"epoch": epoch + 1, "lr": tr["lr"], "loss": tr["loss"], "loss_primary": tr.get("loss_primary"),
@@ -350,6 +365,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
             save_checkpoint(t.run.checkpoint, {
                 "model": model.state_dict(), "optimizer": t.optimizer.state_dict(),
                 "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(), **asdict(progress),
+                **({"ema": t.ema.module.state_dict()} if t.ema is not None else {}),
                 "rng": rng_state(), "config": cfg.to_dict(), "data": data_meta(t.data), "world_size": world.size})
         world.barrier()  # no rank runs ahead of the checkpoint it would resume from
         t.log(f"epoch {epoch + 1}/{cfg.epochs}  {_epoch_line(tr, va, te)}  {epoch_time:.1f}s")
@@ -359,17 +375,23 @@ def _epochs(t: Training, progress: Progress) -> dict:
     last_row = t.run.read_metrics()[-1] if world.is_main else {}
     final = {k: last_row.get(f"test_{k}") for k in ("acc1", "acc5", "loss")}
     if world.is_main:
-        save_weights(t.run.weights, model.backbone.encoder.state_dict(), _weights_meta(t))
+        save_weights(t.run.weights, t.classifier.encoder.state_dict(), _weights_meta(t))
     at_selected = None
     if selected is not None:  # test accuracy of the validation-selected weights (every rank takes its share)
         if progress.selected_epoch == progress.epoch and world.is_main:
             at_selected = final
         elif progress.selected_epoch != progress.epoch:
-            model.backbone.encoder.load_state_dict(selected)
+            t.classifier.encoder.load_state_dict(selected)
             at_selected = evaluate(t.loaders.test)
     if not world.is_main:
         return {}
     return _summary(t, start, progress, final, at_selected)
+
+
+def _after_step(t: Training, progress: float) -> None:
+    t.model.after_step(progress)  # e.g. DINO's EMA teacher
+    if t.ema is not None:
+        t.ema.update(t.model.backbone)
 
 
 def _diverged(t: Training, epoch: int, what: str) -> UserError:
