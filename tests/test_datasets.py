@@ -72,7 +72,7 @@ def test_labels_are_the_released_ones(tmp_path):
     assert svhn.train_targets[:11] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]  # the file's 10 is the digit 0
     flowers = load_dataset("flowers102", str(write_flowers(tmp_path / "fl")))
     assert flowers.train_targets == [0, 1, 2, 0, 1, 2]  # imagelabels.mat is 1-based
-    dn = load_dataset("domainnet", str(write_domainnet(tmp_path / "dn")), options=DataOptions(domain="sketch"))
+    dn = load_dataset("domainnet", str(write_domainnet(tmp_path / "dn")), options=DataOptions(extra={"domain": "sketch"}))
     assert dn.classes == ["aircraft_carrier", "zebra", "bee"]
     csv = load_dataset("csv", str(write_csv_lists(tmp_path / "csv")))
     assert csv.classes == ["benign", "malignant"] and csv.train_targets == [0, 0, 0, 1, 1, 1]

@@ -25,9 +25,6 @@ class CoreConfig:
     download: bool = opt(False, "download the data set into --data-root if it is missing (needs internet)", "data")
     train_split: str = opt("train", "training split of flowers102 / MedMNIST: 'train' or 'train+val'", "data",
                            choices="train,train+val")
-    domain: str = opt("clipart", "DomainNet domain", "data",
-                      choices="clipart,infograph,painting,quickdraw,real,sketch")
-    medmnist_size: int = opt(28, "MedMNIST release to read: 28, 64, 128 or 224 px", "data")
     on_bad_image: str = opt("error", "an unreadable image file: 'error' (stop, naming it) or 'skip' (scan once at "
                                      "load, leave bad files out and list them)", "data", choices="error,skip")
     allow_outside_root: bool = opt(False, "let split files (CSV lists, Chaoyang / DomainNet lists) name images "
@@ -294,7 +291,7 @@ class CoreConfig:
             check(self.img_size % self.patch_size == 0,
                   f"--img-size {self.img_size} is not a multiple of --patch-size {self.patch_size}; "
                   f"pick a patch size that divides it")
-        for options in OPTION_SETS.values():  # each extension checks the options it declared
+        for options in dict.fromkeys(OPTION_SETS.values()):  # each extension checks the options it declared
             if hasattr(options, "check"):
                 options.check(self)
         return self
@@ -306,7 +303,7 @@ def _with_extension_options(core: type) -> type:
     load_plugins()
     extra = [(f.name, f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
               field(default=f.default, metadata=f.metadata))
-             for options in OPTION_SETS.values() for f in dataclasses.fields(options)]
+             for options in dict.fromkeys(OPTION_SETS.values()) for f in dataclasses.fields(options)]
     clash = sorted({name for name, _, _ in extra} & {f.name for f in dataclasses.fields(core)})
     if clash:
         raise UserError(f"an extension declares option(s) {', '.join(clash)}, which ssat's core already has; "

@@ -28,7 +28,9 @@ def declare_options(owner: str, options: Optional[type]) -> None:
         return
     if not dataclasses.is_dataclass(options):
         raise TypeError(f"{owner}: options must be a dataclass of opt(...) fields, got {options!r}")
-    taken = {f.name: o for o, cls in OPTION_SETS.items() if o != owner for f in dataclasses.fields(cls)}
+    # the same options class may serve several parts (the twelve MedMNIST sets share --medmnist-size)
+    taken = {f.name: o for o, cls in OPTION_SETS.items() if o != owner and cls is not options
+             for f in dataclasses.fields(cls)}
     for f in dataclasses.fields(options):
         if f.name in taken:
             raise UserError(f"{owner} declares option '{f.name}', which {taken[f.name]} already declares; "

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 
 from ssat.config import Config
+from ssat.data.registry import DATASET_OPTIONS
 from ssat.data.memory import fits_in_memory
 from ssat.data.prepare import load_for
 
@@ -50,10 +51,10 @@ def text(report: dict) -> str:
 
 
 def main(args) -> int:
-    cfg = Config.from_dict({k: getattr(args, k) for k in ("dataset", "data_root", "download", "train_split",
-                                                           "domain", "medmnist_size", "gray_to_rgb",
-                                                           "allow_outside_root")
-                            if getattr(args, k) is not None}, source="command line").validate()
+    names = ["dataset", "data_root", "download", "train_split", "gray_to_rgb", "allow_outside_root",
+             *(name for names in DATASET_OPTIONS.values() for name in names)]
+    cfg = Config.from_dict({k: getattr(args, k) for k in names if getattr(args, k, None) is not None},
+                           source="command line").validate()
     report = info(cfg)
     print(json.dumps(report) if args.json else text(report))
     return 0

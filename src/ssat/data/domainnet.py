@@ -4,9 +4,12 @@ files `<root>/<domain>_train.txt` and `<domain>_test.txt`, one `<domain>/<class>
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ssat.data.files import FileImageDataset, check_files, file_bundle
 from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, register_dataset
 from ssat.errors import UserError
+from ssat.options import opt
 
 DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
 NUM_CLASSES = 345
@@ -42,7 +45,13 @@ def _read_split(root, domain: str, split: str):
     return paths, labels, names
 
 
-@register_dataset("domainnet", "DomainNet, release layout (<domain>/<class>/..., <domain>_train.txt); --domain")
+@dataclass
+class DomainNetOptions:
+    domain: str = opt("clipart", "DomainNet domain", "data", choices=",".join(DOMAINS))
+
+
+@register_dataset("domainnet", "DomainNet, release layout (<domain>/<class>/..., <domain>_train.txt); --domain",
+                  options=DomainNetOptions)
 def load(root, download, options):
     if options.domain not in DOMAINS:
         raise UserError(f"--domain {options.domain}: choose one of {', '.join(DOMAINS)}")

@@ -6,12 +6,14 @@ Multi-label ChestMNIST is not a single-label classification task and is not offe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ssat.data.registry import ArrayDataset, DataBundle, array_stats, register_dataset
 from ssat.errors import UserError
+from ssat.options import opt
 
 # name -> (classes, channels); class names from the MedMNIST v2 paper / INFO table.
 SETS = {
@@ -94,8 +96,13 @@ def _load(name: str, root: Path | None, download: bool, options) -> DataBundle:
                       native_size=size, mean=mean, std=std, hflip=name in ("pathmnist", "dermamnist", "bloodmnist"))
 
 
+@dataclass
+class MedMNISTOptions:
+    medmnist_size: int = opt(28, "MedMNIST release to read: 28, 64, 128 or 224 px", "data")
+
+
 def _register(name: str) -> None:
-    @register_dataset(name, f"MedMNIST {name}: <root>/{name}[_64|_128|_224].npz")
+    @register_dataset(name, f"MedMNIST {name}: <root>/{name}[_64|_128|_224].npz", options=MedMNISTOptions)
     def load(root, download, options):
         return _load(name, root, download, options)
 

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DataBundle, DataOptions, array_stats, \
+from ssat.data.registry import DATASET_OPTIONS, IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DataBundle, DataOptions, array_stats, \
     load_dataset
 from ssat.errors import UserError
 
@@ -15,8 +15,10 @@ STATS_SAMPLE = 500  # images decoded to estimate file-based sets' statistics
 
 
 def options_of(cfg, log: Optional[Callable[[str], None]] = None) -> DataOptions:
-    return DataOptions(train_split=cfg.train_split, domain=cfg.domain, medmnist_size=cfg.medmnist_size,
-                       on_bad_image=cfg.on_bad_image, allow_outside_root=cfg.allow_outside_root, log=log)
+    declared = {name for names in DATASET_OPTIONS.values() for name in names}
+    return DataOptions(train_split=cfg.train_split, on_bad_image=cfg.on_bad_image,
+                       allow_outside_root=cfg.allow_outside_root, log=log,
+                       extra={name: getattr(cfg, name) for name in declared})
 
 
 def to_rgb(data: DataBundle) -> DataBundle:

@@ -4,7 +4,8 @@ Transforms (data/transforms.py) and subsets (data/subsets.py) are applied on top
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -13,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ssat.errors import UserError
+from ssat.options import OPTION_SETS, declare_options
 
 
 @dataclass
@@ -37,11 +39,20 @@ class DataBundle:
 class DataOptions:
     """Options some data sets take (each loader reads the ones that apply to it)."""
     train_split: str = "train"        # flowers102 / medmnist: 'train' or 'train+val'
-    domain: str = "clipart"           # domainnet
-    medmnist_size: int = 28           # medmnist: which released file (28, 64, 128 or 224 px)
     on_bad_image: str = "error"       # file-based sets: 'error' or 'skip' (logged)
     allow_outside_root: bool = False  # split files may name images outside --data-root
     log: Optional[Callable[[str], None]] = None
+    extra: dict = field(default_factory=dict)  # the options data sets declare themselves (--domain, ...)
+
+    def __getattr__(self, name: str):
+        extra = self.__dict__.get("extra", {})
+        if name in extra:
+            return extra[name]
+        for options in OPTION_SETS.values():  # not given: the declared default
+            default = {f.name: f.default for f in dataclasses.fields(options)}.get(name, dataclasses.MISSING)
+            if default is not dataclasses.MISSING:
+                return default
+        raise AttributeError(name)
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,17 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(name: str, description: str):
+DATASET_OPTIONS: dict[str, list[str]] = {}  # data set -> the Config options it declared
+
+
+def register_dataset(name: str, description: str, options: Optional[type] = None):
+    """`loader(root, download, options: DataOptions) -> DataBundle`; `options` is a dataclass of
+    `ssat.options.opt` fields (Config fields, flags of `ssat train` and `ssat data info`), read as `options.<name>`
+    by the loader."""
     def wrap(loader):
+        declare_options(f"data set '{name}'", options)
         DATASETS[name] = DatasetSpec(name, loader, description)
+        DATASET_OPTIONS[name] = [f.name for f in dataclasses.fields(options)] if options else []
         return loader
     return wrap
 
