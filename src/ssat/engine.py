@@ -39,9 +39,8 @@ def resolve_precision(name: str, device: torch.device) -> tuple[Optional[torch.d
     """-> (autocast dtype or None for fp32, whether a GradScaler is needed).
 
     'auto' is bf16 autocast on GPUs that do bf16 in hardware (Ampere on), fp16 + GradScaler (the reference's) on
-    older ones, and fp32 on CPUs: CPU bf16 is 1.4-2x faster here and matched fp32 over 5 seeds of the digits demo
-    (with its 5 warm-up epochs; with 2 it stalled more often than fp32), but that is too little evidence to change a
-    default (README, "bf16 and accuracy")."""
+    older ones, and fp32 on CPUs: CPU bf16 is faster, but short warm-ups stalled more often in it, too little
+    evidence to change a default (docs/benchmarks.md)."""
     if name == "auto":
         if device.type == "cuda":
             name = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"

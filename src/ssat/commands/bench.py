@@ -102,8 +102,7 @@ def time_steps(timers: list, *, steps: int, warmup: int) -> tuple[list[dict], li
 
 
 def paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over rounds of a[r] / b[r]. A slow spell of a shared machine (this project's CPU VMs drift by 30 %)
-    then falls on both sides of the ratios it touches, instead of on whichever method's median it shifts."""
+    """Median over rounds of a[r] / b[r]. A slow spell of a shared machine then falls on both sides of the ratios it touches, instead of on whichever method's median it shifts."""
     return statistics.median(x / y for x, y in zip(a, b))
 
 

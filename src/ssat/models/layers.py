@@ -15,10 +15,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
               attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """`F.scaled_dot_product_attention`, computed in fp32 on the CPU.
 
-    On this project's CPUs PyTorch's SDPA kernels are 4-10x slower in bf16 than in fp32 (ViT-T block, batch 128,
-    65 tokens: 84 vs 18 ms forward+backward; MAE decoder, 16 heads of 8 dims: 334 vs 33 ms), while bf16 matmuls are
-    2x faster. So under CPU autocast the core is upcast; the projections around it stay bf16. On CUDA the flash
-    kernels want bf16: nothing changes there."""
+    PyTorch's CPU SDPA kernels are several times slower in bf16 than in fp32 while bf16 matmuls are faster, so
+    under CPU autocast the core is upcast and the projections around it stay bf16 (docs/benchmarks.md). On CUDA the
+    flash kernels want bf16: nothing changes there."""
     if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         with torch.autocast("cpu", enabled=False):  # CPU autocast would cast SDPA's inputs back to bf16
             out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
@@ -77,9 +76,8 @@ def block_rows(block: Block, x: torch.Tensor, rows: torch.Tensor) -> torch.Tenso
 class Float32Conv2d(nn.Conv2d):
     """A Conv2d that always runs in fp32, also under autocast (same parameters and names as nn.Conv2d).
 
-    Used for the ViT patch embedding. Scratch ViT-T on the digits demo config (then with 2 warm-up epochs), CPU,
-    bf16 autocast vs fp32: seed 0 85.56 vs 88.06 %, seed 1 86.11 vs 86.94; with only this layer kept in fp32: 88.61
-    and 86.39, at the same speed (the layer is tiny)."""
+    Used for the ViT patch embedding: in bf16 it cost accuracy on the digits demo, in fp32 it costs no time (the
+    layer is tiny; docs/benchmarks.md)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
