@@ -43,3 +43,43 @@ def test_tensorboard_missing_is_one_line(tmp_path, tiny_flags, capsys, monkeypat
     assert main(["train", *tiny_flags, "--per-class", "2", "--log", "tensorboard", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.strip() == ("ssat: error: --log tensorboard needs tensorboard, which is not "
                                                "installed; pip install 'ssat[tensorboard]'")
+
+
+def test_wandb_logs_steps_and_epochs_offline_without_an_account(tmp_path, tiny_flags, monkeypatch):
+    """What ssat sends to W&B (a stand-in records it), then the real package writing an offline run."""
+    calls = []
+
+    class FakeRun:
+        def log(self, values, step):
+            calls.append((step, sorted(values)))
+
+        def finish(self):
+            calls.append("finish")
+
+    class FakeWandb:
+        @staticmethod
+        def init(project, name, dir, config, mode):
+            calls.append(("init", project, name, mode, config["method"]))
+            return FakeRun()
+
+    monkeypatch.setitem(sys.modules, "wandb", FakeWandb)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert main(["train", *tiny_flags, "--per-class", "6", "--batch-size", "15", "--log-every", "2", "--log", "wandb",
+                 "--out", str(tmp_path / "r")]) == 0
+    assert calls[0] == ("init", "ssat", "r", "offline", "ssat")
+    assert [c[0] for c in calls[1:-1]] == [2, 4, 4] and calls[-1] == "finish"  # two steps, then epoch 1 at update 4
+    assert "train/loss_aux" in calls[1][1] and {"epoch", "test/test_acc1", "epoch/loss"} <= set(calls[3][1])
+
+    monkeypatch.undo()
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "real"
+    assert main(["train", *tiny_flags, "--per-class", "2", "--log", "wandb", "--out", str(out)]) == 0
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_wandb_missing_is_one_line(tmp_path, tiny_flags, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    assert main(["train", *tiny_flags, "--per-class", "2", "--log", "wandb", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == ("ssat: error: --log wandb needs wandb, which is not installed; "
+                                               "pip install 'ssat[wandb]'")

@@ -154,8 +154,10 @@ class CoreConfig:
     out: Optional[str] = opt(None, "run directory (default: runs/<dataset>-<model>-<method>-s<seed>)", "run")
     quiet: bool = opt(False, "no progress bar or per-epoch lines", "run")
     log: str = opt("none", "also log per-step losses, their weights and the lr, and per-epoch metrics: "
-                           "'tensorboard' (event files in the run directory's tb/; pip install 'ssat[tensorboard]') "
-                           "or 'none'", "run", choices="none,tensorboard")
+                           "'tensorboard' (event files in the run directory's tb/; pip install 'ssat[tensorboard]'), "
+                           "'wandb' (Weights & Biases, offline into RUN/wandb unless WANDB_MODE says otherwise, "
+                           "no account needed; `wandb sync` uploads later; pip install 'ssat[wandb]') or 'none'",
+                     "run", choices="none,tensorboard,wandb")
     log_every: int = opt(50, "every N optimizer steps: a progress line on stderr when it is not a terminal (under "
                              "nohup or a batch scheduler, where there is no progress bar) and a --log point; 0 = off",
                          "run")

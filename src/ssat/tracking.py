@@ -1,11 +1,13 @@
 """Following a run while it trains: a progress line every --log-every steps where stderr is not a terminal
-(nohup, batch schedulers: no progress bar there), and TensorBoard scalars with --log tensorboard."""
+(nohup, batch schedulers: no progress bar there), and the same scalars in TensorBoard or Weights & Biases."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 from typing import Optional
+
+import os
 
 from ssat.errors import need_extra
 
@@ -15,11 +17,15 @@ class Tracker:
         self.every = cfg.log_every if is_main else 0
         self.lines = is_main and not cfg.quiet and not sys.stderr.isatty()
         self.total = cfg.epochs * updates_per_epoch
-        self.writer = None
+        self.writer, self.wandb = None, None
         if is_main and cfg.log == "tensorboard":
             need_extra("tensorboard", "tensorboard", "--log tensorboard")
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(run_dir / "tb"))
+        if is_main and cfg.log == "wandb":
+            wandb = need_extra("wandb", "wandb", "--log wandb")
+            self.wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "ssat"), name=run_dir.name,
+                                    dir=str(run_dir), config=cfg.to_dict(), mode=os.environ.get("WANDB_MODE", "offline"))
 
     def step(self, update: int, values: dict) -> None:
         if self.lines:
@@ -28,20 +34,26 @@ class Tracker:
         if self.writer is not None:
             for k, v in values.items():
                 self.writer.add_scalar(f"train/{k}", v, update)
+        if self.wandb is not None:
+            self.wandb.log({f"train/{k}": v for k, v in values.items()}, step=update)
 
-    def epoch(self, epoch: int, row: dict) -> None:
-        if self.writer is None:
-            return
-        for k, v in row.items():
-            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool):
-                group = k.split("_", 1)[0] if k.startswith(("val_", "test_", "train_")) else "epoch"
-                self.writer.add_scalar(f"{group}/{k}", v, epoch)
-        self.writer.flush()
+    def epoch(self, epoch: int, row: dict, update: int) -> None:
+        scalars = {f"{k.split('_', 1)[0] if k.startswith(('val_', 'test_', 'train_')) else 'epoch'}/{k}": v
+                   for k, v in row.items()
+                   if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self.writer is not None:
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, epoch)
+            self.writer.flush()
+        if self.wandb is not None:  # one step axis in W&B: the update count at the epoch's end
+            self.wandb.log({**scalars, "epoch": epoch}, step=update)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
     @property
     def on_log(self) -> Optional[callable]:
-        return self.step if (self.lines or self.writer is not None) and self.every else None
+        return self.step if (self.lines or self.writer is not None or self.wandb is not None) and self.every else None

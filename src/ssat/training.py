@@ -361,7 +361,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
         distributed.assert_in_sync(world, model)
         if world.is_main:
             t.run.append_metrics(row)
-            t.tracker.epoch(epoch + 1, row)
+            t.tracker.epoch(epoch + 1, row, (epoch + 1) * t.updates_per_epoch)
             save_checkpoint(t.run.checkpoint, {
                 "model": model.state_dict(), "optimizer": t.optimizer.state_dict(),
                 "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(), **asdict(progress),
