@@ -204,3 +204,16 @@ def test_sigterm_to_a_parallel_sweep_stops_its_children(tmp_path):
             alive = False
         assert not alive
     assert "interrupted" in sweep.stderr.read()
+
+
+def test_sweep_plots_never_pool_runs_of_other_settings(tmp_path):
+    """An epochs plot holds image size and data amount fixed; a λ plot also the balance (one plot per setting)."""
+    from ssat.commands.report import plot_sweeps
+    runs = [{"run": f"r{i}", "model": "m", "dataset": "d", "method": method, "img_size": size, "per_class": None,
+             "fraction": 1.0, "epochs": epochs, "lambda": lam, "balance": balance, "lambda_schedule": "constant",
+             "test_acc1": 50.0 + i, "seed": 0}
+            for i, (method, size, epochs, lam, balance) in enumerate(
+                [(m, s, e, lam, b) for m, lam, b in (("scratch", None, None), ("ssat", 0.1, "none"), ("ssat", 0.9, "ema"))
+                 for s in (8, 32) for e in (20, 100)])]
+    names = sorted(p.name for p in plot_sweeps(runs, tmp_path))
+    assert names == ["acc_vs_epochs-d-m-32px-frac1.png", "acc_vs_epochs-d-m-8px-frac1.png"]

@@ -169,38 +169,54 @@ def _plot_lines(path: Path, title: str, xlabel: str, series: dict[str, list[tupl
     plt.close(fig)
 
 
+def _fixed(r: dict, *names: str) -> tuple:
+    """What else defines a run's setting: only runs equal in all of it share a plot line."""
+    return tuple(r.get(n) for n in ("model", "dataset", "img_size", "per_class", *names))
+
+
+_UNITS = {"img_size": "{}px", "per_class": "{}perclass", "fraction": "frac{:g}", "epochs": "{}ep", "balance": "{}"}
+
+
+def _name(fixed: tuple, names: tuple) -> str:
+    """A file name for a plot's setting: dataset-model-8px-20ep-..."""
+    order = dict(zip(("model", "dataset", "img_size", "per_class"), fixed[:4])) | dict(zip(names[4:], fixed[4:]))
+    parts = [order["dataset"], order["model"]]
+    parts += [_UNITS[n].format(v) for n, v in order.items() if n in _UNITS and v is not None]
+    return "-".join(str(p) for p in parts)
+
+
 def plot_sweeps(runs: list[dict], out: Path) -> list[Path]:
-    """Accuracy vs λ, vs data fraction and vs epochs, wherever the runs vary them."""
+    """Accuracy vs λ, vs data fraction and vs epochs, wherever runs that agree in everything else vary them."""
     done = []
     scored = [r for r in runs if r.get("test_acc1") is not None]
     by = defaultdict(list)
+    lam_keys = ("fraction", "epochs", "balance", "lambda_schedule")
     for r in scored:
         if r["method"] in METHODS and METHODS[r["method"]].weighted:
-            by[("lambda", r["model"], r["dataset"], r.get("fraction"), r["epochs"])].append(r)
-    for (_, model, dataset, fraction, epochs), group in by.items():
+            by[_fixed(r, *lam_keys)].append(r)
+    for fixed, group in by.items():
         lams = sorted({r["lambda"] for r in group})
         if len(lams) < 2:
             continue
         series = {"ssat": [(lam, *mean_std([r["test_acc1"] for r in group if r["lambda"] == lam])) for lam in lams]}
-        base = [r["test_acc1"] for r in scored if is_baseline(r) and
-                (r["model"], r["dataset"], r.get("fraction"), r["epochs"]) == (model, dataset, fraction, epochs)]
-        path = out / f"acc_vs_lambda-{dataset}-{model}.png"
-        _plot_lines(path, f"{model} on {dataset}: accuracy vs λ", "λ (weight of the classification loss)", series,
+        base = [r["test_acc1"] for r in scored if is_baseline(r) and _fixed(r, "fraction", "epochs") == fixed[:6]]
+        path = out / f"acc_vs_lambda-{_name(fixed, ('dataset', 'model', 'img_size', 'per_class', *lam_keys))}.png"
+        _plot_lines(path, f"{fixed[0]} on {fixed[1]}: accuracy vs λ", "λ (weight of the classification loss)", series,
                     hline={"scratch": statistics.fmean(base)} if base else None)
         done.append(path)
-    for axis, xlabel, log_x in (("fraction", "fraction of the training set", True), ("epochs", "epochs", False)):
+    for axis, other, xlabel, log_x in (("fraction", "epochs", "fraction of the training set", True),
+                                       ("epochs", "fraction", "epochs", False)):
         groups = defaultdict(lambda: defaultdict(list))
         for r in scored:
-            fixed = (r["model"], r["dataset"], r["epochs"] if axis == "fraction" else r.get("fraction"))
-            groups[fixed][method_label(r)].append(r)
-        for (model, dataset, _), methods in groups.items():
+            groups[_fixed(r, other)][method_label(r)].append(r)
+        for fixed, methods in groups.items():
             xs = {r.get(axis) or 1.0 for rs in methods.values() for r in rs}
             if len(xs) < 2:
                 continue
             series = {m: [(x, *mean_std([r["test_acc1"] for r in rs if (r.get(axis) or 1.0) == x]))
                           for x in sorted({r.get(axis) or 1.0 for r in rs})] for m, rs in methods.items()}
-            path = out / f"acc_vs_{axis}-{dataset}-{model}.png"
-            _plot_lines(path, f"{model} on {dataset}: accuracy vs {axis}", xlabel, series, log_x=log_x)
+            path = out / f"acc_vs_{axis}-{_name(fixed, ('model', 'dataset', 'img_size', 'per_class', other))}.png"
+            _plot_lines(path, f"{fixed[0]} on {fixed[1]}: accuracy vs {axis}", xlabel, series, log_x=log_x)
             done.append(path)
     return done
 
