@@ -11,39 +11,35 @@ import torch
 import torch.nn as nn
 from timm.layers import build_sincos2d_pos_embed
 
+from timm.models.vision_transformer import VisionTransformer
+
+from ssat.errors import UserError
 from ssat.models.layers import Attention, as_float32_conv, gather_tokens, pooled_features
 from ssat.models.registry import Capabilities, register_model
 
 
-class ViTBackbone(nn.Module):
-    def __init__(self, timm_name: str, *, img_size: int, patch_size: int, in_chans: int, num_classes: int,
-                 drop_path: float, global_pool: str, pos_embed: str, init: str = "timm", **arch):
+class TimmViT(nn.Module):
+    """Any timm `VisionTransformer` instance as an ssat backbone: with a class token or without, with register
+    tokens, with a dynamic image size (trained at its `img_size`). MAE's masked pass drops patches after timm's own
+    position embedding, so every position scheme timm has is respected. `ssat.SSAT` wraps a user's ViT in it."""
+
+    capabilities = Capabilities(drops_patches=True, layer_decay=True)
+
+    def __init__(self, vit: nn.Module):
         super().__init__()
-        # The timm create_model kwargs are kept so model.safetensors can be rebuilt with timm alone.
-        self.timm_kwargs = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
-                                num_classes=num_classes, global_pool=global_pool, **arch)
-        self.timm_name = timm_name
-        self.encoder = timm.create_model(timm_name, pretrained=False, drop_path_rate=drop_path, attn_layer=Attention,
-                                         **self.timm_kwargs)
-        # The patch projection stays fp32 under autocast (see layers.Float32Conv2d: bf16 here cost accuracy).
-        self.encoder.patch_embed.proj = as_float32_conv(self.encoder.patch_embed.proj)
-        if self.encoder.num_prefix_tokens != 1 or self.encoder.no_embed_class:
-            raise ValueError(f"{timm_name}: SSAT expects exactly one class token with its own position")
-        self.in_chans = in_chans
-        self.patch_size = patch_size
-        self.grid_size = tuple(self.encoder.patch_embed.grid_size)
+        if not isinstance(vit, VisionTransformer):
+            raise UserError(f"ssat.SSAT wraps a timm VisionTransformer, got {type(vit).__name__}; for Swin, CvT or "
+                            f"a CNN use `ssat train --model ...`, whose backbones declare what they support")
+        patch = vit.patch_embed.patch_size
+        if patch[0] != patch[1]:
+            raise UserError(f"patches of {patch[0]}x{patch[1]} pixels: MAE's targets need square patches")
+        self.encoder, self.name = vit, type(vit).__name__
+        self.in_chans = vit.patch_embed.proj.in_channels
+        self.patch_size, self.grid_size = patch[0], tuple(vit.patch_embed.grid_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.embed_dim = self.encoder.embed_dim
-        self.num_features = self.encoder.num_features
-        self.num_classes = num_classes
-        if init == "mae":
-            init_mae_style(self.encoder)
-        if pos_embed == "sincos":
-            # Fixed, not learned (as MAE and the reference); the class token's position stays zero.
-            with torch.no_grad():
-                self.encoder.pos_embed.zero_()
-                self.encoder.pos_embed[0, 1:] = build_sincos2d_pos_embed(list(self.grid_size), self.embed_dim)
-            self.encoder.pos_embed.requires_grad_(False)
+        self.embed_dim, self.num_features, self.num_classes = vit.embed_dim, vit.num_features, vit.num_classes
+        self.prefix = vit.num_prefix_tokens
+        self.timm_name, self.timm_kwargs = None, {}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder.forward_features(x)
@@ -60,19 +56,48 @@ class ViTBackbone(nn.Module):
         return pooled_features(encoder if encoder is not None else self.encoder, x)
 
     def forward_masked(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
-        """Encode only the patches in `ids_keep` (B, K) plus the class token -> (B, 1 + K, D).
-
-        Position embeddings are added *before* gathering, so each kept patch keeps its true position;
-        masked patches never enter the blocks (that is where MAE's saving comes from)."""
+        """Encode only the patches in `ids_keep` (B, K) -> (B, 1 + K, D): a leading summary token (the class token,
+        or the mean of the visible tokens for a ViT without one; register tokens are used by the blocks and then
+        left out) and the K visible patches. Positions are added *before* gathering, so each kept patch keeps its
+        true position; masked patches never enter the blocks (that is where MAE's saving comes from)."""
         enc = self.encoder
-        tokens = enc.patch_embed(x) + enc.pos_embed[:, 1:]
-        tokens = gather_tokens(tokens, ids_keep)
-        cls = (enc.cls_token + enc.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
-        tokens = enc.norm_pre(enc.pos_drop(torch.cat([cls, tokens], dim=1)))
-        return enc.norm(enc.blocks(tokens))
+        tokens = enc._pos_embed(enc.patch_embed(x))  # prefix tokens + every patch, positions added
+        prefix, patches = tokens[:, :self.prefix], tokens[:, self.prefix:]
+        tokens = torch.cat([prefix, gather_tokens(patches, ids_keep)], dim=1)
+        tokens = enc.norm(enc.blocks(enc.norm_pre(tokens)))
+        visible = tokens[:, self.prefix:]
+        lead = tokens[:, :1] if self.prefix else visible.mean(dim=1, keepdim=True)
+        return torch.cat([lead, visible], dim=1)
 
     def no_weight_decay(self) -> set[str]:
         return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+
+
+class ViTBackbone(TimmViT):
+    """A timm ViT built for the data, with the reference's choices: fixed sin-cos positions, optional MAE-style
+    initialisation, SDPA attention, an fp32 patch projection."""
+
+    def __init__(self, timm_name: str, *, img_size: int, patch_size: int, in_chans: int, num_classes: int,
+                 drop_path: float, global_pool: str, pos_embed: str, init: str = "timm", **arch):
+        # The timm create_model kwargs are kept so model.safetensors can be rebuilt with timm alone.
+        kwargs = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
+                      global_pool=global_pool, **arch)
+        encoder = timm.create_model(timm_name, pretrained=False, drop_path_rate=drop_path, attn_layer=Attention,
+                                    **kwargs)
+        if encoder.num_prefix_tokens != 1 or encoder.no_embed_class:
+            raise ValueError(f"{timm_name}: SSAT expects exactly one class token with its own position")
+        super().__init__(encoder)
+        self.timm_name, self.timm_kwargs = timm_name, kwargs
+        # The patch projection stays fp32 under autocast (see layers.Float32Conv2d: bf16 here cost accuracy).
+        encoder.patch_embed.proj = as_float32_conv(encoder.patch_embed.proj)
+        if init == "mae":
+            init_mae_style(encoder)
+        if pos_embed == "sincos":
+            # Fixed, not learned (as MAE and the reference); the class token's position stays zero.
+            with torch.no_grad():
+                encoder.pos_embed.zero_()
+                encoder.pos_embed[0, 1:] = build_sincos2d_pos_embed(list(self.grid_size), self.embed_dim)
+            encoder.pos_embed.requires_grad_(False)
 
 
 def init_mae_style(module: nn.Module) -> None:
