@@ -12,7 +12,7 @@ import sys
 from typing import Optional
 
 from ssat.config import RESUMABLE, Config, preset_names
-from ssat.data.registry import DATASET_OPTIONS
+from ssat.data.registry import dataset_option_names
 from ssat.errors import UserError, first_line
 from ssat.plugins import check_plugins
 
@@ -115,7 +115,7 @@ def build_parser() -> Parser:
     di.add_argument("--data-root", help="folder holding its files")
     di.add_argument("--download", action="store_true", help="download it first if missing (needs internet)")
     di.add_argument("--train-split", help="flowers102 / MedMNIST: train or train+val")
-    add_config_flags(di, only={name: None for names in DATASET_OPTIONS.values() for name in names})
+    add_config_flags(di, only=dict.fromkeys(dataset_option_names()))
     di.add_argument("--gray-to-rgb", action="store_true", default=None, help="replicate grayscale to 3 channels")
     di.add_argument("--allow-outside-root", action="store_true", default=None,
                     help="let split files name images outside --data-root")

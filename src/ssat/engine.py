@@ -182,8 +182,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
                 after_step(update_index + 1)
             if on_log is not None and log_every and (update_index + 1) % log_every == 0:
                 values = {"loss": out.loss.detach(), **out.parts}
-                on_log(update_index + 1, {**{k: float(v) for k, v in values.items()},
-                                          "lr": optimizer.param_groups[0]["lr"]})
+                read = torch.stack([v.float() for v in values.values()]).tolist()  # one host sync
+                on_log(update_index + 1, {**dict(zip(values, read)), "lr": optimizer.param_groups[0]["lr"]})
 
         n = labels.shape[0]
         accuracy = {} if out.logits is None else dict(zip(("acc1", "acc5"), topk_correct(out.logits.detach(), labels)))

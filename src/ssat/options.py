@@ -18,7 +18,7 @@ def opt(default: Any, help: str, group: str, flag: Optional[str] = None, choices
     return field(default=default, metadata={"help": help, "group": group, "flag": flag, "choices": choices})
 
 
-# owner ("aux:simclr", "model:vit_tiny", ...) -> the dataclass of options it declared
+# owner ("auxiliary task 'simclr'", "data set 'domainnet'", ...) -> the dataclass of options it declared
 OPTION_SETS: dict[str, type] = {}
 
 
@@ -38,8 +38,3 @@ def declare_options(owner: str, options: Optional[type]) -> None:
         if f.default is dataclasses.MISSING or "group" not in f.metadata:
             raise TypeError(f"{owner}: option '{f.name}' needs opt(default, help, group)")
     OPTION_SETS[owner] = options
-
-
-def option_owners(name: str) -> list[str]:
-    """Which extensions declared option `name` (empty for core options)."""
-    return [o for o, cls in OPTION_SETS.items() if name in {f.name for f in dataclasses.fields(cls)}]

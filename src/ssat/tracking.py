@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
-
-import os
 
 from ssat.errors import need_extra
 

@@ -308,6 +308,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
     selected = _load_selected(t, progress)  # encoder weights of the validation-selected epoch (None: none yet)
     evaluate = lambda loader: engine.evaluate(t.classifier, loader, device=t.device,  # noqa: E731
                                               amp_dtype=t.amp_dtype, world=world)
+    mix = build_mix(cfg, t.data.num_classes) if model.primary else None  # Mixup / CutMix, if asked for
     for epoch in range(progress.epoch, cfg.epochs):
         # Re-seed every epoch from (seed, epoch, rank): a resumed epoch draws exactly the same augmentations,
         # shuffles, masks and drop-path as in an uninterrupted run.
@@ -326,7 +327,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
                                         after_step=lambda update: _after_step(t, update / total_updates),
                                         probe_params=model.shared_parameters(), probe_every=cfg.grad_norm_every,
                                         on_log=t.tracker.on_log, log_every=cfg.log_every,
-                                        mix=build_mix(cfg, t.data.num_classes) if model.primary else None)
+                                        mix=mix)
         except engine.Diverged as e:
             raise _diverged(t, epoch, str(e)) from None
         t1 = time.perf_counter()

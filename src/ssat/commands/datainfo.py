@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 
 from ssat.config import Config
-from ssat.data.registry import DATASET_OPTIONS
+from ssat.data.registry import dataset_option_names
 from ssat.data.memory import fits_in_memory
 from ssat.data.prepare import load_for
 
@@ -52,7 +52,7 @@ def text(report: dict) -> str:
 
 def main(args) -> int:
     names = ["dataset", "data_root", "download", "train_split", "gray_to_rgb", "allow_outside_root",
-             *(name for names in DATASET_OPTIONS.values() for name in names)]
+             *dataset_option_names()]
     cfg = Config.from_dict({k: getattr(args, k) for k in names if getattr(args, k, None) is not None},
                            source="command line").validate()
     report = info(cfg)

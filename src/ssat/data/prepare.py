@@ -7,18 +7,17 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ssat.data.registry import DATASET_OPTIONS, IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DataBundle, DataOptions, array_stats, \
-    load_dataset
+from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DataBundle, DataOptions, array_stats, \
+    dataset_option_names, load_dataset
 from ssat.errors import UserError
 
 STATS_SAMPLE = 500  # images decoded to estimate file-based sets' statistics
 
 
 def options_of(cfg, log: Optional[Callable[[str], None]] = None) -> DataOptions:
-    declared = {name for names in DATASET_OPTIONS.values() for name in names}
     return DataOptions(train_split=cfg.train_split, on_bad_image=cfg.on_bad_image,
                        allow_outside_root=cfg.allow_outside_root, log=log,
-                       extra={name: getattr(cfg, name) for name in declared})
+                       extra={name: getattr(cfg, name) for name in dataset_option_names()})
 
 
 def to_rgb(data: DataBundle) -> DataBundle:

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ssat.errors import UserError
-from ssat.options import OPTION_SETS, declare_options
+from ssat.options import declare_options
 
 
 @dataclass
@@ -44,14 +44,10 @@ class DataOptions:
     log: Optional[Callable[[str], None]] = None
     extra: dict = field(default_factory=dict)  # the options data sets declare themselves (--domain, ...)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str):  # only reached for names that are not fields
         extra = self.__dict__.get("extra", {})
         if name in extra:
             return extra[name]
-        for options in OPTION_SETS.values():  # not given: the declared default
-            default = {f.name: f.default for f in dataclasses.fields(options)}.get(name, dataclasses.MISSING)
-            if default is not dataclasses.MISSING:
-                return default
         raise AttributeError(name)
 
 
@@ -60,12 +56,18 @@ class DatasetSpec:
     name: str
     loader: Callable[..., DataBundle]  # (root: Path | None, download: bool, options: DataOptions) -> DataBundle
     description: str
+    options: Optional[type] = None     # the dataclass of options it declared
+
+    def defaults(self) -> dict:
+        return {f.name: f.default for f in dataclasses.fields(self.options)} if self.options else {}
 
 
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-DATASET_OPTIONS: dict[str, list[str]] = {}  # data set -> the Config options it declared
+def dataset_option_names() -> list[str]:
+    """Every option a data set declared (Config fields; `ssat data info` offers them as flags)."""
+    return list(dict.fromkeys(name for spec in DATASETS.values() for name in spec.defaults()))
 
 
 def register_dataset(name: str, description: str, options: Optional[type] = None):
@@ -74,8 +76,7 @@ def register_dataset(name: str, description: str, options: Optional[type] = None
     by the loader."""
     def wrap(loader):
         declare_options(f"data set '{name}'", options)
-        DATASETS[name] = DatasetSpec(name, loader, description)
-        DATASET_OPTIONS[name] = [f.name for f in dataclasses.fields(options)] if options else []
+        DATASETS[name] = DatasetSpec(name, loader, description, options)
         return loader
     return wrap
 
@@ -88,7 +89,10 @@ def load_dataset(name: str, root: Optional[str] = None, download: bool = False,
     if path is not None and not path.exists() and not download and name != "digits":
         raise UserError(f"--data-root {path} does not exist; point it at the folder holding the {name} files "
                         f"(or add --download where the data set can be downloaded)")
-    return DATASETS[name].loader(path, download, options or DataOptions())
+    spec, options = DATASETS[name], options or DataOptions()
+    # the options it declared, at their defaults where the caller gave none
+    options = dataclasses.replace(options, extra={**spec.defaults(), **options.extra})
+    return spec.loader(path, download, options)
 
 
 class ArrayDataset(Dataset):
