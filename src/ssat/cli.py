@@ -94,6 +94,8 @@ def build_parser() -> Parser:
                     "records the result")
     ev.add_argument("--perturb-seed", type=int, default=0, help="seed of the perturbation [default: 0]")
     ev.add_argument("--domain", help="DomainNet domain to evaluate on [default: the one it was trained on]")
+    ev.add_argument("--manipulations", help="FaceForensics++ methods to test on, comma-separated (the "
+                                            "cross-manipulation test) [default: the ones it was trained on]")
     ev.add_argument("--batch-size", type=int, default=256, help="images per batch [default: 256]")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [default: auto]")
 

@@ -303,9 +303,9 @@ def _with_extension_options(core: type) -> type:
     """Config = the core options + every registered extension's (ssat.options): one dataclass, so flags, YAML
     keys, config.yaml and validation treat them all alike."""
     load_plugins()
+    fields = {f.name: f for options in dict.fromkeys(OPTION_SETS.values()) for f in dataclasses.fields(options)}
     extra = [(f.name, f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
-              field(default=f.default, metadata=f.metadata))
-             for options in dict.fromkeys(OPTION_SETS.values()) for f in dataclasses.fields(options)]
+              field(default=f.default, metadata=f.metadata)) for f in fields.values()]  # a subclass's fields once
     clash = sorted({name for name, _, _ in extra} & {f.name for f in dataclasses.fields(core)})
     if clash:
         raise UserError(f"an extension declares option(s) {', '.join(clash)}, which ssat's core already has; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from ssat.distributed import World
 from ssat.errors import UserError
+from ssat.metrics import clip_and_video_metrics
 
 
 class Diverged(UserError):
@@ -211,15 +212,20 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
 
 @torch.inference_mode()
 def evaluate(classifier: nn.Module, loader, *, device: torch.device, amp_dtype: Optional[torch.dtype] = None,
-             world: World = World()) -> dict:
+             world: World = World(), groups: Optional[Sequence[str]] = None) -> dict:
     """Top-1 / top-5 accuracy (%) and mean cross-entropy of `classifier(images) -> logits` over `loader` (under DDP:
-    over every rank's share). Switches the classifier to eval mode (no drop-path); the training loop switches back."""
+    over every rank's share). Switches the classifier to eval mode (no drop-path); the training loop switches back.
+    `groups`: the video of each item, in the loader's order (one process): adds AUC and video-level results."""
     classifier.eval()
     totals = torch.zeros(4, device=device, dtype=torch.float64)  # loss, correct@1, correct@5, seen
+    probs, labels = [], []
     for images, targets, *_ in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             logits = classifier(images).float()
+        if groups is not None:
+            probs.append(logits.softmax(-1).cpu())
+            labels.append(targets.cpu())
         acc1, acc5 = topk_correct(logits, targets)
         loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
         totals += torch.stack([loss.double(), acc1.double(), acc5.double(),
@@ -227,4 +233,7 @@ def evaluate(classifier: nn.Module, loader, *, device: torch.device, amp_dtype: 
     loss, correct1, correct5, seen = world.all_reduce_sum(totals).tolist()
     if seen == 0:
         raise UserError("the evaluation set is empty; check the data set's test/val split")
-    return {"acc1": 100 * correct1 / seen, "acc5": 100 * correct5 / seen, "loss": loss / seen, "n": int(seen)}
+    result = {"acc1": 100 * correct1 / seen, "acc5": 100 * correct5 / seen, "loss": loss / seen, "n": int(seen)}
+    if groups is not None and world.size == 1:
+        result.update(clip_and_video_metrics(torch.cat(probs), torch.cat(labels), groups))
+    return result

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from ssat import engine
 from ssat.engine import resolve_device, resolve_precision
 from ssat.config import Config
+from ssat.data.memory import MemoryLoader, resize_uint8, to_tensor
 from ssat.data.perturb import Perturbed, name_of
 from ssat.data.prepare import load_for
 from ssat.data.transforms import Transformed, eval_transform
@@ -35,7 +36,8 @@ def load_classifier(checkpoint: str, device: torch.device):
     data = meta["data"]
     backbone = build_backbone(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size,
                               in_chans=data["in_chans"], num_classes=len(data["classes"]),
-                              global_pool=cfg.global_pool, pos_embed=cfg.pos_embed, cfg=cfg)
+                              global_pool=cfg.global_pool, pos_embed=cfg.pos_embed, frames=data.get("frames", 0),
+                              cfg=cfg)
     try:
         backbone.encoder.load_state_dict(tensors)
     except RuntimeError as e:
@@ -46,46 +48,70 @@ def load_classifier(checkpoint: str, device: torch.device):
 
 
 def run_test_data(cfg: Config, dataset: Optional[str] = None, data_root: Optional[str] = None,
-                  download: bool = False, domain: Optional[str] = None):
-    """The data a trained run is evaluated on: its own set and options unless overridden. The run's data root
-    applies only when evaluating on the data set it trained on."""
+                  download: bool = False, overrides: Optional[dict] = None):
+    """The data a trained run is evaluated on: its own set and options unless overridden (`overrides`: data set
+    options such as DomainNet's domain or FaceForensics++'s manipulations). The run's data root applies only when
+    evaluating on the data set it trained on."""
     name = dataset or cfg.dataset
     root = data_root if data_root is not None else (cfg.data_root if name == cfg.dataset else None)
-    data_cfg = dataclasses.replace(cfg, download=download, domain=domain or cfg.domain).validate()
-    return name, load_for(data_cfg, name=name, root=root)
+    data_cfg = dataclasses.replace(cfg, download=download, **(overrides or {})).validate()
+    return name, load_for(data_cfg, name=name, root=root, splits=("test",))
 
 
 def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_root: Optional[str] = None,
                         download: bool = False, batch_size: int = 256, device: str = "auto",
-                        workers: int = 0, domain: Optional[str] = None, perturb: Optional[str] = None,
-                        perturb_seed: int = 0) -> dict:
-    """Accuracy of a trained model on a test split, clean or `perturb`ed (data/perturb.py). Evaluating a run
-    directory on its own data set records a perturbed result in its summary.json under "perturbed"."""
+                        workers: int = 0, perturb: Optional[str] = None, perturb_seed: int = 0,
+                        **overrides) -> dict:
+    """Accuracy of a trained model on a test split, clean or `perturb`ed (data/perturb.py), with AUC and video-level
+    results on video sets. `overrides`: data set options given (e.g. domain=, manipulations=; None = the run's).
+    Evaluating a run directory records a perturbed result in its summary.json under "perturbed", and a video
+    result under "evaluations" (keyed by data set and overrides: the cross-manipulation / zero-shot tables)."""
     dev = resolve_device(device)
     model, cfg, meta = load_classifier(checkpoint, dev)
-    name, data = run_test_data(cfg, dataset, data_root, download, domain)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    name, data = run_test_data(cfg, dataset, data_root, download, overrides)
     if data.num_classes != len(meta["classes"]):
         raise UserError(f"wrong class count: the checkpoint predicts {len(meta['classes'])} classes but {name} has "
                         f"{data.num_classes}; evaluate on a data set with the classes it was trained on")
     if data.in_chans != meta["in_chans"]:
         raise UserError(f"the checkpoint takes {meta['in_chans']}-channel images but {name} has "
                         f"{data.in_chans}; evaluate on a data set like the one it was trained on")
+    if data.frames != meta.get("frames", 0):
+        raise UserError(f"the checkpoint takes {meta.get('frames') or 'no'} clips of frames but {name} gives "
+                        f"{data.frames or 'images'}; evaluate on data like the one it was trained on")
+    amp_dtype, _ = resolve_precision(cfg.precision, dev)
+    if data.frames:  # clips: resized once, normalised in memory, scored per clip and per video
+        if perturb:
+            raise UserError("--perturb applies to images; evaluate video runs without it")
+        clips = resize_uint8(to_tensor(data.test.images, data.in_chans), cfg.img_size)
+        loader = MemoryLoader(clips, data.test.labels, batch_size=batch_size, device=dev, mean=meta["mean"],
+                              std=meta["std"])
+        result = {"checkpoint": str(checkpoint), "dataset": name, **overrides,
+                  **engine.evaluate(model, loader, device=dev, amp_dtype=amp_dtype, groups=data.test.video_ids)}
+        _record(checkpoint, "evaluations", ":".join([name, *map(str, overrides.values())]), result)
+        return result
     test = Perturbed(data.test, perturb, perturb_seed) if perturb else data.test
     loader = DataLoader(Transformed(test, eval_transform(cfg, meta["mean"], meta["std"])),
                         batch_size=batch_size, num_workers=workers)
-    amp_dtype, _ = resolve_precision(cfg.precision, dev)
     result = {"checkpoint": str(checkpoint), "dataset": name,
               **engine.evaluate(model, loader, device=dev, amp_dtype=amp_dtype)}
     if perturb:
         result["perturb"] = name_of(perturb)
         result["perturb_seed"] = perturb_seed
-        summary = (Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent) / "summary.json"
-        if summary.is_file() and name == cfg.dataset:
-            record = json.loads(summary.read_text())
+        if name == cfg.dataset:
             key = result["perturb"] if perturb_seed == 0 else f"{result['perturb']}@seed{perturb_seed}"
-            record.setdefault("perturbed", {})[key] = {k: result[k] for k in ("acc1", "acc5", "loss", "n")}
-            atomic_write_text(summary, json.dumps(record, indent=2))
+            _record(checkpoint, "perturbed", key, result)
     return result
+
+
+def _record(checkpoint: str, section: str, key: str, result: dict) -> None:
+    """Keep an evaluation in the run's summary.json (when `checkpoint` is inside a run directory)."""
+    summary = (Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent) / "summary.json"
+    if summary.is_file():
+        record = json.loads(summary.read_text())
+        keep = ("acc1", "acc5", "loss", "n", "auc", "video_acc1", "video_auc", "n_videos")
+        record.setdefault(section, {})[key] = {k: result[k] for k in keep if k in result}
+        atomic_write_text(summary, json.dumps(record, indent=2))
 
 
 def read_image(path: str, in_chans: int) -> Image.Image:

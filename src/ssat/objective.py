@@ -167,11 +167,12 @@ class SSATModel(nn.Module):
         return skip
 
 
-def build_model(cfg, *, num_classes: int, in_chans: int) -> SSATModel:
-    """Config (already resolved: img_size and patch_size set) -> SSATModel."""
+def build_model(cfg, *, num_classes: int, in_chans: int, frames: int = 0) -> SSATModel:
+    """Config (already resolved: img_size and patch_size set) -> SSATModel; `frames`: the clip length of video
+    data (0: images)."""
     backbone = build_backbone(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=in_chans,
                               num_classes=num_classes, drop_path=cfg.drop_path, global_pool=cfg.global_pool,
-                              pos_embed=cfg.pos_embed, init=cfg.init, cfg=cfg)
+                              pos_embed=cfg.pos_embed, init=cfg.init, frames=frames, cfg=cfg)
     method = METHODS[cfg.method]
     primary, uses_aux = method.primary, method.auxiliary
     if uses_aux and not backbone.capabilities.auxiliary:

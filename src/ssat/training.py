@@ -52,7 +52,13 @@ def resolve_for_data(cfg: Config, data: DataBundle) -> Config:
 
 
 def data_meta(data: DataBundle) -> dict:
-    return {"classes": data.classes, "in_chans": data.in_chans, "mean": list(data.mean), "std": list(data.std)}
+    return {"classes": data.classes, "in_chans": data.in_chans, "mean": list(data.mean), "std": list(data.std),
+            **({"frames": data.frames} if data.frames else {})}
+
+
+def input_shape(cfg: Config, in_chans: int, frames: int = 0) -> tuple[int, ...]:
+    """One input of a run: (C, H, W) for images, (C, T, H, W) for clips."""
+    return (in_chans, *((frames,) if frames else ()), cfg.img_size, cfg.img_size)
 
 
 def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
@@ -204,7 +210,8 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         train_loader = loaders.train
 
         seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-        model: SSATModel = build_model(cfg, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
+        model: SSATModel = build_model(cfg, num_classes=data.num_classes, in_chans=data.in_chans,
+                                       frames=data.frames).to(device)
         effective_batch = cfg.batch_size * cfg.accum_steps * world.size
         lr = cfg.lr if cfg.lr is not None else cfg.blr * effective_batch / 256
         optimizer = engine.build_optimizer(model, lr, cfg.weight_decay, device, layer_decay=cfg.layer_decay)
@@ -263,7 +270,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
 
         costs = {}
         if world.is_main:  # FLOPs of synthetic images of the run's shape, counted on a copy of the model
-            probe = torch.randn(2, data.in_chans, cfg.img_size, cfg.img_size, device=device)
+            probe = torch.randn(2, *input_shape(cfg, data.in_chans, data.frames), device=device)
             costs = cost.model_costs(model, probe, torch.zeros(2, dtype=torch.long, device=device),
                                      probe.flip(-1) if cfg.two_views else None)
             if device.type == "cuda":
@@ -306,8 +313,10 @@ def _epochs(t: Training, progress: Progress) -> dict:
     total_updates = cfg.epochs * t.updates_per_epoch
     every = test_epochs(cfg, t.loaders.val is not None)
     selected = _load_selected(t, progress)  # encoder weights of the validation-selected epoch (None: none yet)
-    evaluate = lambda loader: engine.evaluate(t.classifier, loader, device=t.device,  # noqa: E731
-                                              amp_dtype=t.amp_dtype, world=world)
+    # video sets: the test clips' videos, for AUC and video-level scores (one process; DDP reports top-k only)
+    groups = getattr(t.data.test, "video_ids", None) if world.size == 1 else None
+    evaluate = lambda loader, groups=None: engine.evaluate(t.classifier, loader, device=t.device,  # noqa: E731
+                                                           amp_dtype=t.amp_dtype, world=world, groups=groups)
     mix = build_mix(cfg, t.data.num_classes) if model.primary else None  # Mixup / CutMix, if asked for
     for epoch in range(progress.epoch, cfg.epochs):
         # Re-seed every epoch from (seed, epoch, rank): a resumed epoch draws exactly the same augmentations,
@@ -337,7 +346,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
         # Pre-training has no classifier to evaluate (the head is untrained); its product is the encoder.
         last = epoch + 1 == cfg.epochs
         va = evaluate(t.loaders.val) if model.primary and t.loaders.val is not None else None
-        te = evaluate(t.loaders.test) if model.primary and (last or (every and (epoch + 1) % every == 0)) else None
+        te = evaluate(t.loaders.test, groups) if model.primary and (last or (every and (epoch + 1) % every == 0)) else None
         for name, result in (("validation", va), ("test", te)):
             if result is not None and not math.isfinite(result["loss"]):
                 raise _diverged(t, epoch, f"the {name} loss is {result['loss']}")
@@ -358,6 +367,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
                **{k: tr[k] for k in WEIGHT_KEYS if k in tr},
                **{f"val_{k}": (va or {}).get(k) for k in ("acc1", "acc5", "loss")},
                **{f"test_{k}": (te or {}).get(k) for k in ("acc1", "acc5", "loss")},
+               **({f"test_{k}": (te or {}).get(k) for k in VIDEO_KEYS} if groups is not None else {}),
                "epoch_time_s": round(epoch_time, 3)}
         distributed.assert_in_sync(world, model)
         if world.is_main:
@@ -374,7 +384,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
     if not world.is_main and t.loaders.val is None:
         return {}
     last_row = t.run.read_metrics()[-1] if world.is_main else {}
-    final = {k: last_row.get(f"test_{k}") for k in ("acc1", "acc5", "loss")}
+    final = {k: last_row.get(f"test_{k}") for k in ("acc1", "acc5", "loss", *VIDEO_KEYS)}
     if world.is_main:
         save_weights(t.run.weights, t.classifier.encoder.state_dict(), _weights_meta(t))
     at_selected = None
@@ -383,7 +393,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
             at_selected = final
         elif progress.selected_epoch != progress.epoch:
             t.classifier.encoder.load_state_dict(selected)
-            at_selected = evaluate(t.loaders.test)
+            at_selected = evaluate(t.loaders.test, groups)
     if not world.is_main:
         return {}
     return _summary(t, start, progress, final, at_selected)
@@ -404,6 +414,9 @@ def _diverged(t: Training, epoch: int, what: str) -> UserError:
     return UserError(f"training diverged in epoch {epoch + 1} ({what}); the checkpoint of epoch {epoch} is kept: "
                      f"continue with `ssat train --resume {t.run.path} {lower}` or `--clip-grad 1.0`")
 
+
+# What a video set's test adds (engine.evaluate with the clips' videos): clip AUC, video-level top-1 and AUC.
+VIDEO_KEYS = ("auc", "video_acc1", "video_auc")
 
 # Per-epoch means the step reports besides the losses: the loss weights and the gradient-norm probes.
 WEIGHT_KEYS = ("w_primary", "w_aux", "grad_norm_primary", "grad_norm_aux", "grad_cos")
@@ -462,6 +475,9 @@ def _summary(t: Training, start: Progress, end: Progress, final: dict, at_select
         "selected_epoch": end.selected_epoch or None, "val_acc1_selected": end.selected_val_acc1,
         "test_acc1_selected": at_selected["acc1"] if at_selected else None,
         "test_acc5_selected": at_selected["acc5"] if at_selected else None,
+        **({f"test_{k}{suffix}": (result or {}).get(k) for k in VIDEO_KEYS
+            for suffix, result in (("", final), ("_selected", at_selected))} if t.data.frames else {}),
+        "frames": t.data.frames or None,
         "eval_every": test_epochs(cfg, t.loaders.val is not None),
         "best_acc1": end.best_acc1 if primary else None, "best_epoch": end.best_epoch if primary else None,
         "train_time_s": round(end.train_time_s, 2), "wall_time_s": round(end.wall_time_s, 2),

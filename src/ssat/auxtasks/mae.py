@@ -21,15 +21,18 @@ from ssat.models.vit import init_mae_style
 
 class MAEDecoder(nn.Module):
     """Light decoder: linear embed -> mask tokens put back in place -> fixed 2-D sin-cos positions ->
-    transformer blocks (timm's, fused SDPA attention) -> norm -> linear to p*p*C pixels per patch."""
+    transformer blocks (timm's, fused SDPA attention) -> norm -> linear to p*p*C pixels per patch. `positions`
+    (L, dim) replaces the 2-D table over `grid_size` (VideoMAE's decoder: 3-D, over tubelets)."""
 
     def __init__(self, encoder_dim: int, grid_size: tuple[int, int], patch_pixels: int,
-                 dim: int = 128, depth: int = 2, heads: int = 16):
+                 dim: int = 128, depth: int = 2, heads: int = 16, positions: Optional[torch.Tensor] = None):
         super().__init__()
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        pos = torch.zeros(1, 1 + grid_size[0] * grid_size[1], dim)
-        pos[0, 1:] = build_sincos2d_pos_embed(list(grid_size), dim)
+        if positions is None:
+            positions = build_sincos2d_pos_embed(list(grid_size), dim)
+        pos = torch.zeros(1, 1 + len(positions), dim)
+        pos[0, 1:] = positions
         self.register_buffer("pos_embed", pos, persistent=False)  # derived from the shape, never trained
         self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, attn_layer=Attention,
                                             norm_layer=partial(nn.LayerNorm, eps=1e-6)) for _ in range(depth)])

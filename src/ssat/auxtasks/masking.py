@@ -70,3 +70,37 @@ def patch_mse(pred: torch.Tensor, target: torch.Tensor, norm_pix: bool = False) 
     """Mean squared error over every patch given: `masked_mse` when only the masked patches were gathered (every
     sample masks the same number, so the plain mean is the masked mean)."""
     return _patch_errors(pred, target, norm_pix).mean()
+
+
+def tube_masking(batch: int, frames: int, spatial: int, mask_ratio: float, device=None) -> Masking:
+    """VideoMAE's tube masking over a (frames x spatial) token grid, tokens in (time, space) order: one random
+    spatial mask per sample, the same in every time slice, so a masked position cannot be copied from a neighbouring
+    frame. Keeps `num_visible(spatial, r)` positions per slice; the indices address all `frames * spatial` tokens."""
+    keep = num_visible(spatial, mask_ratio)
+    plane = random_masking(batch, spatial, mask_ratio, device)
+    offsets = (torch.arange(frames, device=device) * spatial).view(1, frames, 1)
+    ids_keep = (plane.ids_keep.unsqueeze(1) + offsets).reshape(batch, frames * keep)
+    ids_masked = (plane.ids_masked.unsqueeze(1) + offsets).reshape(batch, frames * (spatial - keep))
+    mask = plane.mask.repeat(1, frames)
+    # visible tokens first, then masked ones: ids_restore is the inverse of that order
+    ids_restore = torch.argsort(torch.cat([ids_keep, ids_masked], dim=1), dim=1)
+    return Masking(ids_keep, mask, ids_restore, ids_masked)
+
+
+def patchify_tubelets(clips: torch.Tensor, tubelet: int, patch_size: int) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, L, t*p*p*C): tubelets of `tubelet` frames x p x p pixels in (time, row, column) order
+    (the order of the tubelet embedding's tokens), pixels as (t, p, q, c)."""
+    b, c, t, h, w = clips.shape
+    p, u = patch_size, tubelet
+    x = clips.reshape(b, c, t // u, u, h // p, p, w // p, p)
+    return torch.einsum("nctuhpwq->nthwupqc", x).reshape(b, (t // u) * (h // p) * (w // p), u * p * p * c)
+
+
+def unpatchify_tubelets(patches: torch.Tensor, tubelet: int, patch_size: int, grid: tuple[int, int, int],
+                        in_chans: int) -> torch.Tensor:
+    """Inverse of `patchify_tubelets`; `grid` is the (time, rows, columns) token grid."""
+    b = patches.shape[0]
+    gt, gh, gw = grid
+    p, u = patch_size, tubelet
+    x = patches.reshape(b, gt, gh, gw, u, p, p, in_chans)
+    return torch.einsum("nthwupqc->nctuhpwq", x).reshape(b, in_chans, gt * u, gh * p, gw * p)

@@ -42,14 +42,17 @@ AUX_TASKS: dict[str, Callable[..., AuxTask]] = {}
 AUX_VIEWS: dict[str, int] = {}  # views each task needs from the data path
 AUX_NEEDS: dict[str, str] = {}  # the backbone capability each task needs (models.registry.Capabilities)
 AUX_OPTIONS: dict[str, list[str]] = {}  # the Config options each task declared
+AUX_VIDEO: dict[str, bool] = {}  # does the task read clips (True) or images (False)?
 
 
-def register_aux(name: str, views: int = 1, needs: str = "pooled_embedding", options: Optional[type] = None):
+def register_aux(name: str, views: int = 1, needs: str = "pooled_embedding", options: Optional[type] = None,
+                 video: bool = False):
     """`builder(backbone, cfg) -> AuxTask`; `needs` names the backbone capability it requires; `options` is a
-    dataclass of `ssat.options.opt` fields, which become Config fields (flags, YAML keys) read as `cfg.<name>`."""
+    dataclass of `ssat.options.opt` fields, which become Config fields (flags, YAML keys) read as `cfg.<name>`;
+    `video`: the task reads clips and pairs with video backbones only (image tasks with image backbones only)."""
     def wrap(builder: Callable[..., AuxTask]) -> Callable[..., AuxTask]:
         declare_options(f"auxiliary task '{name}'", options)
-        AUX_TASKS[name], AUX_VIEWS[name], AUX_NEEDS[name] = builder, views, needs
+        AUX_TASKS[name], AUX_VIEWS[name], AUX_NEEDS[name], AUX_VIDEO[name] = builder, views, needs, video
         AUX_OPTIONS[name] = [f.name for f in dataclasses.fields(options)] if options else []
         return builder
     return wrap
@@ -59,14 +62,17 @@ def tasks_for(capabilities) -> list[str]:
     """The auxiliary tasks a backbone with these capabilities can train."""
     if not capabilities.auxiliary:
         return []
-    return [name for name in sorted(AUX_TASKS) if getattr(capabilities, AUX_NEEDS[name])]
+    return [name for name in sorted(AUX_TASKS)
+            if getattr(capabilities, AUX_NEEDS[name]) and AUX_VIDEO[name] == capabilities.video]
 
 
 def resolve_aux(name: str, capabilities) -> str:
     """`auto` -> the masked-image task the backbone supports: MAE where it drops patches, SimMIM where it takes a
-    mask token (else MAE, which then refuses the backbone in one line)."""
+    mask token (else MAE, which then refuses the backbone in one line); VideoMAE for video backbones."""
     if name != "auto":
         return name
+    if capabilities.video:
+        return "videomae"
     return "simmim" if capabilities.mask_token and not capabilities.drops_patches else "mae"
 
 
@@ -77,7 +83,9 @@ def build_aux(name: str, backbone: nn.Module, cfg) -> AuxTask:
     if caps is not None and name not in tasks_for(caps):
         can = tasks_for(caps)
         what = getattr(backbone, "name", type(backbone).__name__)
-        raise UserError(f"--aux {name} needs a backbone that {NEED_WORDS[AUX_NEEDS[name]]}, which {what} cannot; "
+        need = "reads clips (a video model)" if AUX_VIDEO[name] else \
+            "reads images (not a video model)" if caps.video else NEED_WORDS[AUX_NEEDS[name]]
+        raise UserError(f"--aux {name} needs a backbone that {need}, which {what} cannot; "
                         + (f"use --aux {' or '.join(can)} with it" if can else "train it with --method scratch"))
     return AUX_TASKS[name](backbone, cfg)
 

@@ -15,8 +15,9 @@ def main_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be at least 1 and --perturb-seed at least 0, got "
                         f"{args.batch_size} and {args.perturb_seed}")
     print(json.dumps(evaluate_checkpoint(args.checkpoint, args.dataset, args.data_root, args.download,
-                                         args.batch_size, args.device, domain=args.domain,
-                                         perturb=args.perturb, perturb_seed=args.perturb_seed)))
+                                         args.batch_size, args.device, perturb=args.perturb,
+                                         perturb_seed=args.perturb_seed, domain=args.domain,
+                                         manipulations=args.manipulations)))
     return 0
 
 

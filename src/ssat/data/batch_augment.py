@@ -113,22 +113,31 @@ def _signed(level: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.rand_like(level) < 0.5, -level, level)
 
 
-def rand_augment(x: torch.Tensor, policy: RandAugmentPolicy, fill: torch.Tensor) -> torch.Tensor:
-    """x: (B, C, H, W) in [0, 1]. Applies `policy.num_ops` random ops per image."""
+def _repeat(group: int):
+    """Draws made once per group of `group` consecutive images (a clip's frames) -> one value per image."""
+    return (lambda v: v) if group == 1 else (lambda v: v.repeat_interleave(group, 0))
+
+
+def rand_augment(x: torch.Tensor, policy: RandAugmentPolicy, fill: torch.Tensor, group: int = 1) -> torch.Tensor:
+    """x: (B, C, H, W) in [0, 1]. Applies `policy.num_ops` random ops per image (per group of `group` consecutive
+    images: the frames of a clip get the same ops and magnitudes)."""
     b, _, h, w = x.shape
+    n, rep = b // group, _repeat(group)
     dev = x.device
     eye = torch.eye(2, 3, device=dev).expand(b, 2, 3)
     for _ in range(policy.num_ops):
-        op = torch.randint(len(OPS), (b,), device=dev)
-        active = torch.rand(b, device=dev) < policy.prob
-        level = (policy.magnitude + policy.magnitude_std * torch.randn(b, device=dev)).clamp(0, 10) / 10
-        chosen = lambda name: _bcast(active & (op == OPS.index(name)))  # noqa: E731
+        op = torch.randint(len(OPS), (n,), device=dev)
+        active = torch.rand(n, device=dev) < policy.prob
+        level = (policy.magnitude + policy.magnitude_std * torch.randn(n, device=dev)).clamp(0, 10) / 10
 
         # Geometric ops: one affine per image (identity unless its op is geometric). Angles/shears as timm:
         # rotate ±30°, shear ±0.3, translate ±0.45 of the size. affine_grid works in [-1, 1] coordinates.
-        angle = _signed(level * math.radians(30))
-        shear = _signed(level * 0.3)
-        shift = _signed(level * 0.45 * 2)
+        angle = rep(_signed(level * math.radians(30)))
+        shear = rep(_signed(level * 0.3))
+        shift = rep(_signed(level * 0.45 * 2))
+        factor = rep(1 + _signed(level * 0.9))
+        op, active, level = rep(op), rep(active), rep(level)
+        chosen = lambda name: _bcast(active & (op == OPS.index(name)))  # noqa: E731
         theta = eye.clone()
         sel = lambda name: (active & (op == OPS.index(name))).float()  # noqa: E731
         cos, sin = torch.cos(angle), torch.sin(angle)
@@ -158,7 +167,6 @@ def rand_augment(x: torch.Tensor, policy: RandAugmentPolicy, fill: torch.Tensor)
         x = torch.where(chosen("solarize"), torch.where(x >= threshold, 1 - x, x), x)
         add = _bcast((level * 110).floor() / 255)
         x = torch.where(chosen("solarize_add"), torch.where(x < 128 / 255, (x + add).clamp(max=1), x), x)
-        factor = 1 + _signed(level * 0.9)
         x = torch.where(chosen("color"), _blend(x, gray.expand_as(x), factor), x)
         x = torch.where(chosen("contrast"), _blend(x, gray.mean(dim=(1, 2, 3), keepdim=True).expand_as(x), factor), x)
         x = torch.where(chosen("brightness"), _blend(x, torch.zeros_like(x), factor), x)
@@ -166,22 +174,22 @@ def rand_augment(x: torch.Tensor, policy: RandAugmentPolicy, fill: torch.Tensor)
     return x
 
 
-def pad_crop(x: torch.Tensor, size: int, padding: int) -> torch.Tensor:
-    """Random `size` crop of each image after zero padding by `padding` on every side (exact pixel shifts)."""
-    b = x.shape[0]
+def pad_crop(x: torch.Tensor, size: int, padding: int, group: int = 1) -> torch.Tensor:
+    """Random `size` crop of each image (group) after zero padding by `padding` on every side (exact pixel shifts)."""
+    b, rep = x.shape[0], _repeat(group)
     padded = F.pad(x, (padding,) * 4)
     span = padded.shape[-1] - size + 1, padded.shape[-2] - size + 1
-    ox = torch.randint(span[0], (b, 1), device=x.device) + torch.arange(size, device=x.device)
-    oy = torch.randint(span[1], (b, 1), device=x.device) + torch.arange(size, device=x.device)
+    ox = rep(torch.randint(span[0], (b // group, 1), device=x.device)) + torch.arange(size, device=x.device)
+    oy = rep(torch.randint(span[1], (b // group, 1), device=x.device)) + torch.arange(size, device=x.device)
     rows = torch.arange(b, device=x.device).view(b, 1, 1)
     return padded.permute(0, 2, 3, 1)[rows, oy.unsqueeze(2), ox.unsqueeze(1)].permute(0, 3, 1, 2)
 
 
 def random_resized_crop_flip(x: torch.Tensor, size: int, flip: torch.Tensor,
-                             scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
-    """Per-image random-resized crop (area fraction in `scale`, aspect ratio in `ratio`, log-uniform), resampled to
-    `size` bilinearly, mirrored where `flip`; one affine resampling for both."""
-    b, dev = x.shape[0], x.device
+                             scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), group: int = 1) -> torch.Tensor:
+    """Per-image (group) random-resized crop (area fraction in `scale`, aspect ratio in `ratio`, log-uniform),
+    resampled to `size` bilinearly, mirrored where `flip` (one per image); one affine resampling for both."""
+    b, dev = x.shape[0] // group, x.device
     area = torch.empty(b, device=dev).uniform_(*scale)
     log_ratio = torch.empty(b, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]))
     cw = (area * log_ratio.exp()).sqrt().clamp(max=1)   # crop width / image width
@@ -189,18 +197,20 @@ def random_resized_crop_flip(x: torch.Tensor, size: int, flip: torch.Tensor,
     cx = (torch.rand(b, device=dev) * 2 - 1) * (1 - cw)  # crop centre, [-1, 1] coordinates
     cy = (torch.rand(b, device=dev) * 2 - 1) * (1 - ch)
     theta = torch.zeros(b, 2, 3, device=dev)
-    theta[:, 0, 0] = torch.where(flip, -cw, cw)
+    theta[:, 0, 0] = torch.where(flip[::group], -cw, cw)
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = ch
     theta[:, 1, 2] = cy
-    grid = F.affine_grid(theta, [b, x.shape[1], size, size], align_corners=False)
+    grid = F.affine_grid(_repeat(group)(theta), [x.shape[0], x.shape[1], size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def random_erase(x: torch.Tensor, prob: float, area=(0.02, 1 / 3), ratio=(0.3, 1 / 0.3)) -> torch.Tensor:
-    """One box per image with probability `prob`, filled with N(0, 1) noise per pixel (on normalised images)."""
-    b, _, h, w = x.shape
-    dev = x.device
+def random_erase(x: torch.Tensor, prob: float, area=(0.02, 1 / 3), ratio=(0.3, 1 / 0.3),
+                 group: int = 1) -> torch.Tensor:
+    """One box per image (group) with probability `prob`, filled with N(0, 1) noise per pixel (on normalised
+    images)."""
+    _, _, h, w = x.shape
+    b, rep, dev = x.shape[0] // group, _repeat(group), x.device
     target = torch.empty(b, device=dev).uniform_(*area) * h * w
     log_ratio = torch.empty(b, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]))
     eh = (target * log_ratio.exp()).sqrt().round().clamp(1, h)
@@ -211,12 +221,13 @@ def random_erase(x: torch.Tensor, prob: float, area=(0.02, 1 / 3), ratio=(0.3, 1
     xs = torch.arange(w, device=dev).view(1, 1, w)
     box = ((ys >= top.view(-1, 1, 1)) & (ys < (top + eh).view(-1, 1, 1)) &
            (xs >= left.view(-1, 1, 1)) & (xs < (left + ew).view(-1, 1, 1)))
-    box = box & (torch.rand(b, 1, 1, device=dev) < prob)
+    box = rep(box & (torch.rand(b, 1, 1, device=dev) < prob))
     return torch.where(box.unsqueeze(1), torch.randn_like(x), x)
 
 
 class BatchAugment:
-    """uint8 (B, C, H, W) batch on any device -> augmented, normalised float batch (B, C, size, size)."""
+    """uint8 (B, C, H, W) batch on any device -> augmented, normalised float batch (B, C, size, size); or clips
+    (B, C, T, H, W) -> (B, C, T, size, size), every random draw made once per clip for all its frames."""
 
     def __init__(self, *, size: int, crop: str, hflip: bool, rand_augment: str, reprob: float,
                  mean: Sequence[float], std: Sequence[float]):
@@ -236,22 +247,30 @@ class BatchAugment:
         return self._constants[dev]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() == 5:  # clips: frames as consecutive images, one draw per clip
+            b, c, t = images.shape[:3]
+            x = self._augment(images.transpose(1, 2).flatten(0, 1), group=t)
+            return x.unflatten(0, (b, t)).transpose(1, 2)
+        return self._augment(images)
+
+    def _augment(self, images: torch.Tensor, group: int = 1) -> torch.Tensor:
         dev = images.device
         mean, std, fill = self.constants(dev)
         x = images.float() / 255
         b = x.shape[0]
-        flip = (torch.rand(b, device=dev) < 0.5) if self.hflip else torch.zeros(b, dtype=torch.bool, device=dev)
+        flip = _repeat(group)((torch.rand(b // group, device=dev) < 0.5) if self.hflip
+                              else torch.zeros(b // group, dtype=torch.bool, device=dev))
         if self.crop == "rrc":
-            x = random_resized_crop_flip(x, self.size, flip)
+            x = random_resized_crop_flip(x, self.size, flip, group=group)
         else:
             if x.shape[-1] != self.size or x.shape[-2] != self.size:
                 raise ValueError(f"images are {tuple(x.shape[-2:])}; resize them to {self.size} once before")
             if self.crop == "pad":
-                x = pad_crop(x, self.size, max(1, self.size // 8))
+                x = pad_crop(x, self.size, max(1, self.size // 8), group=group)
             x = torch.where(_bcast(flip), x.flip(-1), x)
         if self.policy is not None:
-            x = rand_augment(x, self.policy, fill)
+            x = rand_augment(x, self.policy, fill, group=group)
         x = (x - mean) / std
         if self.reprob > 0:
-            x = random_erase(x, self.reprob)
+            x = random_erase(x, self.reprob, group=group)
         return x

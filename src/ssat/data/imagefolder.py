@@ -15,19 +15,21 @@ def is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def scan_classes(folder: Path, split: str) -> tuple[list[str], list[Path], list[int]]:
-    """-> (class names sorted, image paths, labels). Every class folder must hold at least one image."""
+def scan_classes(folder: Path, split: str, keep=is_image,
+                 what: str = "image") -> tuple[list[str], list[Path], list[int]]:
+    """-> (class names sorted, file paths, labels). Every class folder must hold at least one file `keep` accepts
+    (an image; videofolder passes its own test)."""
     if not folder.is_dir():
-        raise UserError(f"image folder {folder} does not exist; expected <data-root>/{split}/<class>/<image> "
+        raise UserError(f"{what} folder {folder} does not exist; expected <data-root>/{split}/<class>/<{what}> "
                         f"(set --data-root to the folder holding train/ and val/)")
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        raise UserError(f"{folder} has no class folders; expected {folder}/<class>/<image>")
+        raise UserError(f"{folder} has no class folders; expected {folder}/<class>/<{what}>")
     paths, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (folder / name).rglob("*") if is_image(p))
+        files = sorted(p for p in (folder / name).rglob("*") if keep(p))
         if not files:
-            raise UserError(f"class folder {folder / name} holds no image; put images in it or remove it")
+            raise UserError(f"class folder {folder / name} holds no {what}; put {what}s in it or remove it")
         paths += files
         labels += [label] * len(files)
     return classes, paths, labels

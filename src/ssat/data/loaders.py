@@ -21,8 +21,13 @@ from ssat.errors import UserError
 
 def use_memory_loader(cfg, data: DataBundle) -> bool:
     if cfg.loader == "pil":
+        if data.frames:
+            raise UserError(f"{cfg.dataset} holds video clips, which take the in-memory path only; use --loader auto")
         return False
     fits = fits_in_memory(data.train) and fits_in_memory(data.test)
+    if data.frames and not fits:
+        raise UserError(f"the {cfg.dataset} clips take more than 4 GB of memory; lower --frame-size, --frames or "
+                        f"--clips-per-video")
     if cfg.loader == "memory" and not fits:
         raise UserError(f"--loader memory needs a data set held as one in-memory array of one image size; "
                         f"{cfg.dataset} is not; use --loader pil")
@@ -92,7 +97,8 @@ def make_loaders(cfg, data: DataBundle, device: torch.device, log: Callable[[str
                                reprob=cfg.reprob, mean=data.mean, std=data.std)
         common = dict(device=device, mean=data.mean, std=data.std, rank=rank, world_size=world_size)
         train_loader = MemoryLoader(train_images, [data.train_targets[i] for i in indices], augment=augment,
-                                    batch_size=cfg.batch_size, two_views=cfg.two_views, seed=cfg.seed, **common)
+                                    batch_size=cfg.batch_size, two_views=cfg.two_views, seed=cfg.seed,
+                                    balanced=data.balanced, **common)
         test_loader = MemoryLoader(as_eval(to_tensor(array_images(data.test), data.in_chans)), data.test.labels,
                                    batch_size=eval_batch, **common)
         val_loader = MemoryLoader(as_eval(all_train[val]), [data.train_targets[i] for i in val],

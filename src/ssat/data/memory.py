@@ -31,17 +31,21 @@ def fits_in_memory(dataset: Dataset) -> bool:
 
 
 def to_tensor(images: np.ndarray, in_chans: int) -> torch.Tensor:
-    """(N, H, W[, C]) uint8 -> (N, C, H, W) uint8, channels matched to the model's input."""
+    """(N, H, W[, C]) uint8 -> (N, C, H, W) uint8, or clips (N, T, H, W, C) -> (N, C, T, H, W), channels matched to
+    the model's input."""
     x = torch.from_numpy(np.ascontiguousarray(images))
-    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 4, 1, 2, 3) if x.ndim == 5 else x.permute(0, 3, 1, 2)
     if x.shape[1] != in_chans:
-        x = x.expand(-1, in_chans, -1, -1) if x.shape[1] == 1 else x[:, :in_chans]
+        x = x.expand(-1, in_chans, *x.shape[2:]) if x.shape[1] == 1 else x[:, :in_chans]
     return x.contiguous()
 
 
 def resize_uint8(x: torch.Tensor, size: int, crop_pct: float = 1.0, chunk: int = 4096) -> torch.Tensor:
     """Bicubic (antialiased) resize of the shorter side to size / crop_pct, then a centre crop of `size`,
-    as the PIL eval transform -- done once for the whole set, in chunks to bound memory."""
+    as the PIL eval transform -- done once for the whole set, in chunks to bound memory. Clips (N, C, T, H, W):
+    every frame alike."""
+    if x.dim() == 5:
+        return resize_uint8(x.flatten(1, 2), size, crop_pct, chunk).unflatten(1, x.shape[1:3])
     h, w = x.shape[-2:]
     scale_to = math.floor(size / crop_pct)
     if (h, w) == (size, size) and scale_to == size:
@@ -59,20 +63,25 @@ def resize_uint8(x: torch.Tensor, size: int, crop_pct: float = 1.0, chunk: int =
 class MemoryLoader:
     """Iterates (images, targets[, aux_images]) batches already on `device`.
 
-    Train (`augment` given): a fresh permutation each epoch (`set_epoch`), full batches only (as the DataLoader
-    path), each image augmented on the device; with `two_views` the auxiliary stream gets a second augmentation.
+    Train (`augment` given): a fresh permutation each epoch (`set_epoch`; with `balanced`, as many draws with
+    replacement, each class equally likely), full batches only (as the DataLoader path), each image augmented on
+    the device; with `two_views` the auxiliary stream gets a second augmentation.
     Under DDP every rank draws the same permutation and takes its own slice of each global batch, so the union
     over ranks of step i is exactly the single-process batch i of size `batch_size * world_size`.
     Eval (`augment` None): the images in order, normalised; with `world_size` > 1 each rank gets a strided share."""
 
     def __init__(self, images: torch.Tensor, targets: Sequence[int], *, batch_size: int, device: torch.device,
                  mean: Sequence[float], std: Sequence[float], augment: Optional[BatchAugment] = None,
-                 two_views: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1):
+                 two_views: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, balanced: bool = False):
         self.images = images.to(device)
         self.targets = torch.as_tensor(list(targets), dtype=torch.long).to(device)
         self.batch_size, self.device, self.augment, self.two_views = batch_size, device, augment, two_views
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        shape = (1, -1) + (1,) * (images.dim() - 2)  # (1, C, 1, 1) for images, (1, C, 1, 1, 1) for clips
+        self.mean = torch.tensor(mean, device=device).view(shape)
+        self.std = torch.tensor(std, device=device).view(shape)
+        # class-balanced sampling: each epoch draws as many items, with replacement, every class equally likely
+        counts = torch.bincount(self.targets.cpu()).double() if len(self.targets) else torch.zeros(0)
+        self.weights = (1 / counts)[self.targets.cpu()] if balanced and augment is not None else None
         self.seed, self.epoch, self.rank, self.world_size = seed, 0, rank, world_size
         self.global_batch = batch_size * world_size
         # Full batches only unless the set is smaller than one (global) batch, as the DataLoader path.
@@ -113,7 +122,8 @@ class MemoryLoader:
             return
         # Same permutation on every rank: its own generator, seeded from (seed, epoch), not the per-rank RNG.
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(len(self.images), generator=gen).to(self.device)
+        order = (torch.randperm(len(self.images), generator=gen) if self.weights is None else
+                 torch.multinomial(self.weights, len(self.images), replacement=True, generator=gen)).to(self.device)
         for step in range(len(self)):
             idx = self._slice(order, step)
             raw = self.images[idx]

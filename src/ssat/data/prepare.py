@@ -14,9 +14,9 @@ from ssat.errors import UserError
 STATS_SAMPLE = 500  # images decoded to estimate file-based sets' statistics
 
 
-def options_of(cfg, log: Optional[Callable[[str], None]] = None) -> DataOptions:
+def options_of(cfg, log: Optional[Callable[[str], None]] = None, splits=("train", "test")) -> DataOptions:
     return DataOptions(train_split=cfg.train_split, on_bad_image=cfg.on_bad_image,
-                       allow_outside_root=cfg.allow_outside_root, log=log,
+                       allow_outside_root=cfg.allow_outside_root, log=log, splits=tuple(splits),
                        extra={name: getattr(cfg, name) for name in dataset_option_names()})
 
 
@@ -41,11 +41,12 @@ def estimate_stats(data: DataBundle, seed: int = 0) -> tuple[tuple[float, ...], 
 
 
 def load_for(cfg, log: Optional[Callable[[str], None]] = None, *, name: Optional[str] = None,
-             root: Optional[str] = None) -> DataBundle:
+             root: Optional[str] = None, splits=("train", "test")) -> DataBundle:
+    """`splits`: those the caller reads (evaluation: test); video sets decode only those."""
     data = load_dataset(name or cfg.dataset, root if root is not None else cfg.data_root, cfg.download,
-                        options_of(cfg, log))
-    for split, images in (("training", data.train), ("test", data.test)):
-        if len(images) == 0:  # found now, not after a training epoch
+                        options_of(cfg, log, splits))
+    for split, key, images in (("training", "train", data.train), ("test", "test", data.test)):
+        if len(images) == 0 and key in splits:  # found now, not after a training epoch
             raise UserError(f"{data.name}: the {split} split holds no image; check --data-root and its split files")
     if cfg.gray_to_rgb:
         data = to_rgb(data)

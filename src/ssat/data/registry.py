@@ -29,6 +29,8 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     hflip: bool = True             # is a horizontal flip label-preserving?
+    frames: int = 0                # frames per clip of a video set (its items are clips); 0: images
+    balanced: bool = False         # sample training items class-balanced (FaceForensics++: 1 real per 4 fakes)
 
     @property
     def num_classes(self) -> int:
@@ -42,6 +44,7 @@ class DataOptions:
     on_bad_image: str = "error"       # file-based sets: 'error' or 'skip' (logged)
     allow_outside_root: bool = False  # split files may name images outside --data-root
     log: Optional[Callable[[str], None]] = None
+    splits: tuple = ("train", "test")  # the splits the caller reads (evaluation: test only; video sets skip the rest)
     extra: dict = field(default_factory=dict)  # the options data sets declare themselves (--domain, ...)
 
     def __getattr__(self, name: str):  # only reached for names that are not fields
@@ -112,8 +115,8 @@ class ArrayDataset(Dataset):
 
 
 def array_stats(images: np.ndarray, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1] of uint8 images (N, H, W) or (N, H, W, C), in chunks (bounded memory)."""
-    chans = images.shape[3] if images.ndim == 4 else 1
+    """Per-channel mean and std in [0, 1] of uint8 images (N, H, W[, C]) or clips, in chunks (bounded memory)."""
+    chans = images.shape[-1] if images.ndim >= 4 else 1  # (N, H, W, C) images or (N, T, H, W, C) clips
     total, total_sq, count = np.zeros(chans), np.zeros(chans), 0
     for start in range(0, len(images), chunk):
         part = images[start:start + chunk].reshape(-1, chans).astype(np.float64) / 255

@@ -6,8 +6,9 @@ features the head reads, `no_weight_decay()`, `in_chans`, `num_features`) plus w
 `drops_patches` -> `forward_masked(x, ids_keep)`, `patch_size`, `grid_size`, `num_patches`, `embed_dim`;
 `mask_token` -> `forward_with_mask_token(x, mask, token)`, `img_size`, `stem_stride`, `stem_dim`, `total_stride`;
 `layer_decay` -> `encoder.group_matcher`; `token_grid` -> `encoder.blocks` over a patch grid (Grad-CAM, rollout);
-`timm_export` -> `timm_name` / `timm_kwargs` rebuild it in plain timm. Combinations a backbone does not support are
-refused with one line when a model is built. A new family is one new file in this package that calls
+`timm_export` -> `timm_name` / `timm_kwargs` rebuild it in plain timm; `video` -> it reads (B, C, T, H, W) clips,
+its tokens are tubelets, `grid_size` is (time, rows, columns), `tubelet` and `frames` are set. Combinations a
+backbone does not support are refused with one line when a model is built. A new family is one new file in this package that calls
 `register_model` (the package imports every module in it), with its own options if it needs any."""
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Capabilities:
     token_grid: bool = False      # gradcam / attention rollout over a ViT's patch tokens
     timm_export: bool = False     # model.safetensors rebuilds in plain timm
     hierarchical: bool = False    # stages that downsample: a smaller stem stride by default
+    video: bool = False           # reads clips (B, C, T, H, W); its builder takes the data's `frames`
 
     def supported(self) -> list[str]:
         return [f for f in self.__dataclass_fields__ if getattr(self, f)]
@@ -62,15 +64,21 @@ def register_model(name: str, builder: Callable[..., nn.Module], description: st
 
 def build_backbone(name: str, *, img_size: int, patch_size: int, in_chans: int, num_classes: int,
                    drop_path: float = 0.0, global_pool: str = "token", pos_embed: str = "sincos",
-                   init: str = "timm", cfg=None) -> nn.Module:
+                   init: str = "timm", frames: int = 0, cfg=None) -> nn.Module:
+    """`frames`: the clip length of a video data set (0: images), which video backbones are built for."""
     if name not in MODELS:
         raise UserError(f"unknown model '{name}'; choose one of: {', '.join(sorted(MODELS))}")
     if img_size % patch_size:
         raise UserError(f"image size {img_size} is not a multiple of patch size {patch_size}; "
                         f"set --patch-size to a divisor of --img-size")
     spec = MODELS[name]
+    if frames and not spec.capabilities.video:
+        video = sorted(n for n, s in MODELS.items() if s.capabilities.video)
+        raise UserError(f"the data are clips of {frames} frames but {name} is an image model; use a video model "
+                        f"({', '.join(video)})")
     backbone = spec.builder(img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
                             drop_path=drop_path, global_pool=global_pool, pos_embed=pos_embed, init=init,
-                            **spec.kwargs, **({"cfg": cfg or spec.options()} if spec.options else {}))
+                            **({"frames": frames} if spec.capabilities.video else {}), **spec.kwargs,
+                            **({"cfg": cfg or spec.options()} if spec.options else {}))
     backbone.name, backbone.capabilities = name, spec.capabilities
     return backbone

@@ -36,7 +36,7 @@ class TimmViT(nn.Module):
         self.encoder, self.name = vit, type(vit).__name__
         self.in_chans = vit.patch_embed.proj.in_channels
         self.patch_size, self.grid_size = patch[0], tuple(vit.patch_embed.grid_size)
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.num_patches = vit.patch_embed.num_patches
         self.embed_dim, self.num_features, self.num_classes = vit.embed_dim, vit.num_features, vit.num_classes
         self.prefix = vit.num_prefix_tokens
         self.timm_name, self.timm_kwargs = None, {}
