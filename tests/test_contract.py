@@ -1,4 +1,5 @@
-"""Every registered backbone x every method x every auxiliary task x input sizes 8, 28, 32 and 64 px: the
+"""Every registered backbone x every method x every auxiliary task x input sizes 8, 28, 32 and 64 px (clips of 4
+frames for the video backbones): the
 combination trains one optimizer step (finite loss, the encoder moves, both loss parts reported, predictions of
 the right shape), or is refused with one UserError line. Any other exception (a shape mismatch deep in a model,
 an assertion) fails, as it would reach a user as a traceback. Backbones are built shallow (conftest.py)."""
@@ -17,6 +18,7 @@ from ssat.models import MODELS
 from ssat.objective import build_model
 
 SIZES = (8, 28, 32, 64)
+FRAMES = 4  # clip length for the video backbones (two tubelets of two frames)
 SMALL = dict(decoder_dim=16, decoder_depth=1, decoder_heads=2, dino_out_dim=32, drop_path=0.1)
 
 
@@ -50,9 +52,10 @@ def one_step(model: str, method: str, aux, size: int) -> None:
         options["aux"] = aux
     cfg = Config.from_dict(options).validate()
     torch.manual_seed(0)
-    net = build_model(cfg, num_classes=3, in_chans=1 if size in (8, 28) else 3)
+    frames = FRAMES if MODELS[model].capabilities.video else 0  # video models read clips, image models images
+    net = build_model(cfg, num_classes=3, in_chans=1 if size in (8, 28) else 3, frames=frames)
     two_views = AUX_VIEWS.get(aux, 1) == 2
-    x = torch.randn(4, net.backbone.in_chans, size, size)
+    x = torch.randn(4, net.backbone.in_chans, *((frames,) if frames else ()), size, size)
     y = torch.tensor([0, 1, 2, 0])
     optimizer = engine.build_optimizer(net, 1e-3, 0.05, torch.device("cpu"))
     before = [p.detach().clone() for p in net.backbone.parameters() if p.requires_grad]

@@ -24,7 +24,7 @@ from ssat import cost, distributed, engine
 from ssat.version import __version__
 from ssat.auxtasks import AUX_VIEWS, resolve_aux
 from ssat.config import Config, default_patch_size
-from ssat.data import DataBundle
+from ssat.data import DATASETS, DataBundle
 from ssat.data.loaders import Loaders, epoch_images, loader_images, make_loaders, subset_record, training_subset
 from ssat.data.mix import build_mix
 from ssat.data.prepare import load_for
@@ -478,6 +478,7 @@ def _summary(t: Training, start: Progress, end: Progress, final: dict, at_select
         **({f"test_{k}{suffix}": (result or {}).get(k) for k in VIDEO_KEYS
             for suffix, result in (("", final), ("_selected", at_selected))} if t.data.frames else {}),
         "frames": t.data.frames or None,
+        "data_options": {k: getattr(cfg, k) for k in DATASETS[cfg.dataset].defaults()},
         "eval_every": test_epochs(cfg, t.loaders.val is not None),
         "best_acc1": end.best_acc1 if primary else None, "best_epoch": end.best_epoch if primary else None,
         "train_time_s": round(end.train_time_s, 2), "wall_time_s": round(end.wall_time_s, 2),

@@ -7,7 +7,7 @@ import json
 import torch
 
 from ssat.auxtasks import tasks_for
-from ssat.config import default_patch_size
+from ssat.config import Config, default_patch_size
 from ssat.errors import UserError
 from ssat.flops import inference_flops_per_image
 from ssat.methods import METHODS
@@ -15,15 +15,18 @@ from ssat.models import MODELS, build_backbone
 
 
 def describe(img_size: int = 32, in_chans: int = 3, num_classes: int = 10) -> list[dict]:
+    """Video models are measured on a clip of the default --frames (GFLOPs per clip)."""
     rows = []
-    x = torch.randn(1, in_chans, img_size, img_size)
     for name, spec in MODELS.items():
         torch.manual_seed(0)
         spec_caps = spec.capabilities
         patch = default_patch_size(img_size, name)
+        frames = Config.frames if spec_caps.video else 0
         backbone = build_backbone(name, img_size=img_size, patch_size=patch, in_chans=in_chans,
-                                  num_classes=num_classes)
+                                  num_classes=num_classes, frames=frames)
+        x = torch.randn(1, in_chans, *((frames,) if frames else ()), img_size, img_size)
         rows.append({"model": name, "description": spec.description, "img_size": img_size, "patch_size": patch,
+                     "frames": frames or None,
                      "params_m": round(sum(p.numel() for p in backbone.parameters()) / 1e6, 2),
                      "gflops": round(inference_flops_per_image(backbone, x) / 1e9, 3),
                      # sslft needs an encoder pre-trained with an auxiliary task, so it needs one too

@@ -86,6 +86,31 @@ def results_table(runs: list[dict], key: str = "test_acc1") -> list[list[str]]:
     return table
 
 
+CROSS = {"video_auc": "video-level AUC (x100)", "auc": "clip-level AUC (x100)", "video_acc1": "video-level top-1 (%)"}
+
+
+def cross_table(runs: list[dict], key: str = "video_auc") -> list[list[str]]:
+    """Runs evaluated on other test sets (`ssat eval`, a sweep's `eval_on`): rows = recipe + what it trained on
+    (its data set options, e.g. the FaceForensics++ manipulations), columns = the test sets; mean ± std over seeds."""
+    cells = defaultdict(list)
+    options = lambda r: r.get("data_options") or {}  # noqa: E731
+    varying = sorted({k for r in runs for k in options(r)
+                      if len({str(options(q).get(k)) for q in runs if q["dataset"] == r["dataset"]}) > 1})
+    for r in runs:
+        trained = ":".join(str(options(r)[k]) for k in varying if k in options(r))
+        row = (r["model"], method_label(r), f"{r['dataset']}" + (f":{trained}" if trained else ""))
+        for target, result in (r.get("evaluations") or {}).items():
+            if result.get(key) is not None:
+                cells[row, target].append(result[key] * (100 if "auc" in key else 1))
+    rows, columns = sorted({k[0] for k in cells}), sorted({k[1] for k in cells})
+    table = [["model", "method", "trained on"] + columns]
+    for row in rows:
+        values = [cells.get((row, c)) for c in columns]
+        table.append(list(row) + ["" if not v else f"{mean_std(v)[0]:.1f}" + (f" ± {mean_std(v)[1]:.1f} [n={len(v)}]"
+                                                                             if len(v) > 1 else "") for v in values])
+    return table
+
+
 def paired_gains(runs: list[dict], key: str) -> list[list[str]]:
     """Each recipe against scratch seed by seed (same setting and seed): the mean and std of the per-seed
     differences, and on how many seeds it won. Seeds share the data split, so pairing removes its noise."""
@@ -276,6 +301,12 @@ def report(runs_dir: str, out: str | None = None) -> dict:
         gains = paired_gains(runs, k)
         if len(gains) > 1:
             sections.append(f"Paired by seed ({k}):\n\n{markdown(gains)}\n")
+    for k, title in CROSS.items():  # video runs evaluated across manipulations / data sets
+        cross = cross_table(runs, k)
+        if len(cross) > 1:
+            sections.append(f"## Cross evaluation: {title}\n\nrows: what each run trained on; columns: the test set "
+                            f"(data set:manipulations); mean ± std over seeds\n\n{markdown(cross)}\n")
+            write_csv(out_dir / f"cross_{k}.csv", cross)
     (out_dir / "results.md").write_text("\n".join(sections))
     (out_dir / "cost.md").write_text(markdown(costs) + "\n")
     write_csv(out_dir / "results.csv", results_table(runs, shown[0]))

@@ -2,6 +2,9 @@
 
     name: lambda                 # runs go to <out>/<name>/<one folder per grid point>
     eval_perturb: [perspective:0.5]   # optional: also evaluate each run on these perturbed test sets
+    eval_on:                     # optional: and on these test sets (`ssat eval` options; video: the cross tables)
+      - {manipulations: Face2Face}
+      - {dataset: celebdf, data_root: data/Celeb-DF-v2}
     out: runs                    # default: runs
     base: {dataset: digits, epochs: 10, model: vit_tiny}     # options every run shares
     grid: {method: [scratch, ssat], lambda: [0.1, 0.5], seed: [0, 1]}   # every combination
@@ -119,6 +122,19 @@ def _perturbed(folder: Path, specs: list[str]) -> None:
             evaluate_checkpoint(str(folder), perturb=spec)
 
 
+EVAL_ON_KEYS = {"dataset", "data_root", "manipulations", "domain"}
+
+
+def _evaluations(folder: Path, targets: list) -> None:
+    """Evaluate a finished run on other test sets (`eval_on`); results land in its summary.json's "evaluations"."""
+    from ssat.inference import evaluate_checkpoint
+    for target in targets:
+        if not isinstance(target, dict) or set(target) - EVAL_ON_KEYS:
+            raise UserError(f"sweep: eval_on entry {target!r} must be a mapping of {', '.join(sorted(EVAL_ON_KEYS))}")
+        evaluate_checkpoint(str(folder), target.get("dataset"), target.get("data_root"),
+                            manipulations=target.get("manipulations"), domain=target.get("domain"))
+
+
 def _run_here(folder: Path, options: dict) -> tuple[str, str]:
     """One point in this process (sequential sweeps)."""
     from ssat.training import train
@@ -226,6 +242,8 @@ def sweep(path: str, parallel: int = 1, dry_run: bool = False, quiet: bool = Fal
     for r in results:
         if spec.get("eval_perturb") and not r["status"].startswith("failed"):
             _perturbed(Path(r["run"]), list(spec["eval_perturb"]))
+        if spec.get("eval_on") and not r["status"].startswith("failed"):
+            _evaluations(Path(r["run"]), list(spec["eval_on"]))
     failed = [r for r in results if r["status"].startswith("failed")]
     if failed:
         for r in failed:

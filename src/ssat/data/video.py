@@ -163,6 +163,9 @@ class FaceDetector:
             import cv2
         except ImportError:
             need_extra("cv2", "video", "--face-crop detect")
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise UserError(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 dropped them); "
+                            f"pip install 'opencv-python-headless<5' or use --face-crop boxes")
         self.cv2 = cv2
         self.cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades,
                                                           "haarcascade_frontalface_default.xml"))

@@ -109,21 +109,19 @@ class VideoModelOptions:
             raise UserError(f"--tubelet-size must be at least 1, got {cfg.tubelet_size}")
 
 
-def video_vit_builder(embed_dim: int, depth: int, num_heads: int):
-    """Builder for `register_model`: the clip length comes from the data (`frames`), the tubelet from the options."""
-    def build(*, frames: int = 0, cfg, **kwargs) -> VideoViTBackbone:
-        if frames < 1:
-            raise UserError("the video models read clips; train them on a video data set (faceforensics, celebdf, "
-                            "videofolder) or use an image model such as vit_tiny")
-        return VideoViTBackbone(frames=frames, tubelet=cfg.tubelet_size, embed_dim=embed_dim, depth=depth,
-                                num_heads=num_heads, **kwargs)
-    return build
+def build_video_vit(*, frames: int = 0, cfg, **kwargs) -> VideoViTBackbone:
+    """Builder for `register_model`: the clip length comes from the data (`frames`), the tubelet from the options,
+    the architecture (embed_dim, depth, num_heads) from the registration's kwargs."""
+    if frames < 1:
+        raise UserError("the video models read clips; train them on a video data set (faceforensics, celebdf, "
+                        "videofolder) or use an image model such as vit_tiny")
+    return VideoViTBackbone(frames=frames, tubelet=cfg.tubelet_size, **kwargs)
 
 
 VIDEO = VideoViTBackbone.capabilities
-register_model("video_vit_tiny", video_vit_builder(192, 12, 3), "video ViT-Ti (VideoMAE): tubelets, 192-d, 12 blocks",
-               VIDEO, options=VideoModelOptions)
-register_model("video_vit_small", video_vit_builder(384, 12, 6), "video ViT-S (VideoMAE): tubelets, 384-d, 12 blocks",
-               VIDEO, options=VideoModelOptions)
-register_model("video_vit_base", video_vit_builder(768, 12, 12), "video ViT-B (VideoMAE): tubelets, 768-d, 12 blocks",
-               VIDEO, options=VideoModelOptions)
+register_model("video_vit_tiny", build_video_vit, "video ViT-Ti (VideoMAE): tubelets, 192-d, 12 blocks, 3 heads",
+               VIDEO, options=VideoModelOptions, embed_dim=192, depth=12, num_heads=3)
+register_model("video_vit_small", build_video_vit, "video ViT-S (VideoMAE): tubelets, 384-d, 12 blocks, 6 heads",
+               VIDEO, options=VideoModelOptions, embed_dim=384, depth=12, num_heads=6)
+register_model("video_vit_base", build_video_vit, "video ViT-B (VideoMAE): tubelets, 768-d, 12 blocks, 12 heads",
+               VIDEO, options=VideoModelOptions, embed_dim=768, depth=12, num_heads=12)

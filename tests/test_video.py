@@ -1,0 +1,342 @@
+"""The video path: masking and tubelet maths, the video ViT and VideoMAE, decoding / clips / face crops / cache, the
+FaceForensics++ / Celeb-DF / videofolder layouts, bad videos, and end to end: every method trains, evaluation
+across manipulations and zero-shot, `ssat report`'s cross table."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssat import flops
+from ssat.auxtasks.masking import masked_mse, num_visible, patchify_tubelets, tube_masking, unpatchify_tubelets
+from ssat.auxtasks.videomae import VideoMAETask, normalise_tubelets
+from ssat.config import Config
+from ssat.data import DataOptions, load_dataset
+from ssat.data.batch_augment import BatchAugment
+from ssat.data.memory import MemoryLoader
+from ssat.data.video import clip_indices, square_box
+from ssat.errors import UserError
+from ssat.models import build_backbone
+from ssat.models.video_vit import TubeletEmbed, build_sincos3d_pos_embed
+
+av = pytest.importorskip("av")
+from video_fixtures import METHODS, celebdf_tree, faceforensics_tree, videofolder_tree, write_video  # noqa: E402
+
+VIDEO = dict(model="video_vit_tiny", frames=4, frame_size=16, img_size=16, patch_size=8, decoder_dim=12,
+             decoder_depth=1, decoder_heads=2, global_pool="avg", batch_size=8, epochs=1, warmup_epochs=0,
+             quiet=True, deterministic=True, device="cpu", energy=False, precision="fp32", val_fraction=0.0,
+             lam=0.5, balance="none", rand_augment="none")
+
+
+@pytest.fixture(scope="module")
+def ff_root(tmp_path_factory) -> Path:
+    return faceforensics_tree(tmp_path_factory.mktemp("ff"), pairs_per_split=(3, 1, 2), frames=10, size=16)
+
+
+@pytest.fixture(scope="module")
+def cdf_root(tmp_path_factory) -> Path:
+    return celebdf_tree(tmp_path_factory.mktemp("cdf"), n=3, frames=10, size=16)
+
+
+def opts(tmp_path, **extra) -> DataOptions:
+    values = {"frames": 4, "frame_stride": 0, "clips_per_video": 1, "frame_size": 16, "face_crop": "none",
+              "face_boxes": None, "clip_cache": str(tmp_path / "cache"), **extra}
+    return DataOptions(extra=values)
+
+
+def backbone(frames=4, size=16, patch=8, tubelet=2, pool="avg"):
+    cfg = Config.from_dict({"tubelet_size": tubelet})
+    return build_backbone("video_vit_tiny", img_size=size, patch_size=patch, in_chans=3, num_classes=2,
+                          global_pool=pool, frames=frames, cfg=cfg)
+
+
+# --- maths -------------------------------------------------------------------------------------------------------
+
+def test_tube_masking_keeps_int_share_and_the_same_spatial_mask_in_every_time_slice():
+    frames, spatial, ratio = 3, 10, 0.75
+    torch.manual_seed(0)
+    m = tube_masking(5, frames, spatial, ratio)
+    keep = int((1 - ratio) * spatial)
+    assert m.ids_keep.shape == (5, frames * keep) and m.ids_masked.shape == (5, frames * (spatial - keep))
+    assert (m.mask.sum(1) == frames * (spatial - keep)).all()
+    per_slice = m.mask.view(5, frames, spatial)
+    assert (per_slice == per_slice[:, :1]).all()  # the same positions hidden in every slice
+    for b in range(5):
+        kept, masked = set(m.ids_keep[b].tolist()), set(m.ids_masked[b].tolist())
+        assert kept.isdisjoint(masked) and kept | masked == set(range(frames * spatial))
+        assert all(m.mask[b, i] == 0 for i in kept)
+    # ids_restore undoes [visible | masked]
+    tokens = torch.arange(frames * spatial).expand(5, -1)
+    shuffled = torch.cat([m.ids_keep, m.ids_masked], 1)
+    assert torch.equal(torch.gather(shuffled, 1, m.ids_restore), tokens)
+
+
+def test_tubelet_patchify_round_trips_and_matches_the_embedding_token_order():
+    x = torch.randn(2, 3, 4, 16, 24)
+    patches = patchify_tubelets(x, 2, 8)
+    assert patches.shape == (2, 2 * 2 * 3, 2 * 8 * 8 * 3)
+    assert torch.equal(unpatchify_tubelets(patches, 2, 8, (2, 2, 3), 3), x)
+    # A tubelet embedding whose output channel j copies pixel j (in patchify's (t, p, q, c) order) gives the same
+    # tokens: patchify's tubelet order is the encoder's token order.
+    embed = TubeletEmbed(img_size=(16, 24), patch_size=8, in_chans=3, embed_dim=2 * 8 * 8 * 3, frames=4, tubelet=2)
+    with torch.no_grad():
+        eye = torch.eye(2 * 8 * 8 * 3).view(-1, 2, 8, 8, 3)  # (out, t, p, q, c)
+        embed.proj.weight.copy_(eye.permute(0, 4, 1, 2, 3))    # Conv3d weight: (out, c, t, p, q)
+        embed.proj.bias.zero_()
+        assert torch.allclose(embed(x), patches, atol=1e-5)
+
+
+def test_sincos3d_table_follows_its_formula():
+    dim, grid = 12, (2, 3, 4)
+    table = build_sincos3d_pos_embed(grid, dim)
+    assert table.shape == (2 * 3 * 4, dim)
+    share = (dim // 3) // 2 * 2  # 4 channels each for rows and columns, the rest (4) for time
+
+    def one_d(pos, d):
+        k = np.arange(d // 2)
+        w = 10000.0 ** (-k / (d // 2))
+        return np.concatenate([np.sin(pos * w), np.cos(pos * w)])
+
+    for t, h, w in [(0, 0, 0), (1, 2, 3), (1, 0, 2)]:
+        row = table[(t * 3 + h) * 4 + w].numpy()
+        expected = np.concatenate([one_d(t, dim - 2 * share), one_d(h, share), one_d(w, share)])
+        assert np.allclose(row, expected, atol=1e-6)
+
+
+def test_videomae_loss_scores_masked_tubelets_only(shallow_backbones):
+    torch.manual_seed(0)
+    net = backbone()
+    task = VideoMAETask(net, mask_ratio=0.5, norm_pix_loss=True, dim=12, depth=1, heads=2)
+    clips = torch.randn(2, 3, 4, 16, 16)
+    torch.manual_seed(1)
+    loss, _ = task.loss(net, clips)
+    torch.manual_seed(1)  # the same masking again: predict every tubelet, score with the mask
+    frames, rows, cols = net.grid_size
+    m = tube_masking(2, frames, rows * cols, 0.5)
+    pred = task.decoder(net.forward_masked(clips, m.ids_keep), m.ids_restore)
+    target = normalise_tubelets(patchify_tubelets(clips, 2, 8), 3)
+    assert torch.allclose(loss, masked_mse(pred, target, m.mask), atol=1e-5)
+    # and the visible tubelets' predictions do not count: changing them changes nothing
+    assert torch.allclose(masked_mse(pred.masked_fill(m.mask.bool().logical_not().unsqueeze(-1), 9.0), target,
+                                     m.mask), loss, atol=1e-5)
+
+
+def test_normalised_tubelet_target_is_per_channel_standardised():
+    t = torch.randn(2, 5, 2 * 4 * 4 * 3) * 3 + 1
+    n = normalise_tubelets(t, 3).unflatten(-1, (-1, 3))
+    assert torch.allclose(n.mean(-2), torch.zeros(2, 5, 3), atol=1e-5)
+    assert torch.allclose(n.std(-2), torch.ones(2, 5, 3), atol=1e-3)
+
+
+def test_video_vit_masked_pass_sees_only_visible_tokens_and_flops_match_a_hand_count(shallow_backbones):
+    net = backbone(frames=4, size=16, patch=8, tubelet=2).eval()  # one block (shallow_backbones)
+    x = torch.randn(2, 3, 4, 16, 16)
+    assert net(x).shape == (2, 2)
+    keep = torch.tensor([[0, 3], [1, 2]])
+    assert net.forward_masked(x, keep).shape == (2, 3, net.embed_dim)
+    # forward FLOPs per clip: tubelet projection, one block, head (2 FLOPs per multiply-add; attention 4*N^2*d)
+    d, n, pix, hidden = net.embed_dim, net.num_patches, 2 * 8 * 8 * 3, 4 * net.embed_dim
+    per_block = 2 * n * d * 3 * d + 4 * n * n * d + 2 * n * d * d + 2 * 2 * n * d * hidden
+    expected = 2 * n * pix * d + per_block + 2 * d * 2
+    assert flops.inference_flops_per_image(net, x) == expected
+
+
+def test_clip_indices_spread_or_stride_and_refuse_short_videos():
+    assert clip_indices(10, 4, 0, 1) == [[0, 3, 6, 9]]
+    assert clip_indices(9, 2, 0, 2) == [[0, 3], [5, 8]]
+    assert clip_indices(20, 3, 2, 2) == [[0, 2, 4], [15, 17, 19]]
+    with pytest.raises(Exception, match="fewer than the 8 per clip"):
+        clip_indices(5, 8, 0, 1)
+    with pytest.raises(Exception, match="spans"):
+        clip_indices(6, 3, 4, 1)
+
+
+def test_square_face_box_is_enlarged_and_kept_in_the_frame():
+    assert square_box([10, 10, 20, 10], 100, 100) == (7, 2, 26)  # side 1.3 * 20, centred on (20, 15)
+    left, top, side = square_box([90, 90, 20, 20], 100, 100)
+    assert left + side <= 100 and top + side <= 100
+
+
+def test_clip_augmentation_draws_once_per_clip():
+    torch.manual_seed(0)
+    frame = torch.randint(0, 256, (4, 3, 1, 16, 16), dtype=torch.uint8)
+    clips = frame.expand(-1, -1, 5, -1, -1)  # five identical frames per clip
+    aug = BatchAugment(size=16, crop="rrc", hflip=True, rand_augment="rand-m9-mstd0.5-inc1", reprob=0.0,
+                       mean=(0.5,) * 3, std=(0.25,) * 3)
+    out = aug(clips)
+    assert out.shape == (4, 3, 5, 16, 16)
+    assert torch.equal(out, out[:, :, :1].expand_as(out))  # crop, flip and RandAugment: one draw per clip
+    assert not torch.allclose(out[0], out[1])
+    erase = BatchAugment(size=16, crop="none", hflip=False, rand_augment="none", reprob=1.0, mean=(0.5,) * 3,
+                         std=(0.25,) * 3)
+    out = erase(clips)
+    box = (out != out[:, :, :1]).any(1)  # (clips, frames, H, W): where a frame's noise differs from frame 0's
+    assert box[:, 1].any() and torch.equal(box[:, 1], box[:, 2])  # the same box in every frame
+
+
+def test_balanced_sampling_draws_classes_equally():
+    images = torch.zeros(100, 3, 2, 4, 4, dtype=torch.uint8)
+    targets = [0] * 20 + [1] * 80
+    aug = BatchAugment(size=4, crop="none", hflip=False, rand_augment="none", reprob=0, mean=(0,) * 3, std=(1,) * 3)
+    loader = MemoryLoader(images, targets, batch_size=10, device=torch.device("cpu"), mean=(0,) * 3, std=(1,) * 3,
+                          augment=aug, balanced=True)
+    drawn = torch.cat([y for _ in range(20) for _, y in (loader.set_epoch(_) or loader)])
+    assert abs(drawn.float().mean().item() - 0.5) < 0.05
+
+
+# --- data sets ---------------------------------------------------------------------------------------------------
+
+def test_faceforensics_reads_the_released_layout(ff_root, tmp_path):
+    data = load_dataset("faceforensics", str(ff_root), options=opts(tmp_path, manipulations="Deepfakes,FaceSwap",
+                                                                    compression="c23"))
+    assert data.classes == ["real", "fake"] and data.frames == 4 and data.balanced
+    # 3 train pairs: 6 real videos, 2 fakes per pair and method
+    assert data.train.labels.count(0) == 6 and data.train.labels.count(1) == 3 * 2 * 2
+    assert data.train.images.shape == (18, 4, 16, 16, 3)
+    assert "Deepfakes/000_001" in data.train.video_ids and "real/000" in data.train.video_ids
+    assert not any(v.startswith("Face2Face") for v in data.train.video_ids)
+    assert len(data.test) == 4 + 2 * 2 * 2
+
+
+def test_clip_cache_is_reused(ff_root, tmp_path, monkeypatch):
+    options = opts(tmp_path, manipulations="Deepfakes", compression="c23")
+    first = load_dataset("faceforensics", str(ff_root), options=options)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == len(first.train) + len(first.test)
+    from ssat.data import video
+    monkeypatch.setattr(video, "decode_frames", lambda *a: pytest.fail("decoded again"))
+    again = load_dataset("faceforensics", str(ff_root), options=options)
+    assert np.array_equal(first.train.images, again.train.images)
+
+
+def test_celebdf_test_list_labels(cdf_root, tmp_path):
+    data = load_dataset("celebdf", str(cdf_root), options=opts(tmp_path))
+    assert data.classes == ["real", "fake"]
+    assert len(data.test) == 6 and data.test.labels.count(1) == 2  # '0' in the list = synthesised = fake
+    assert len(data.train) == 3  # the unlisted videos
+
+
+def test_videofolder_layout(tmp_path):
+    root = videofolder_tree(tmp_path / "vf", per_class=(2, 1), frames=6, size=16)
+    data = load_dataset("videofolder", str(root), options=opts(tmp_path, clips_per_video=2, frame_stride=1))
+    assert data.classes == ["class0", "class1", "class2"]
+    assert len(data.train) == 3 * 2 * 2 and len(data.test) == 3 * 2
+    assert data.train.video_ids[0] == data.train.video_ids[1]  # two clips of one video
+
+
+def test_bad_videos_get_one_line_or_are_skipped(tmp_path):
+    root = videofolder_tree(tmp_path / "vf", per_class=(2, 1), frames=6, size=16)
+    bad = root / "train" / "class0" / "clip1.mp4"
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    short = root / "train" / "class1" / "clip1.mp4"
+    write_video(short, frames=2, size=16)
+    with pytest.raises(UserError) as e:
+        load_dataset("videofolder", str(root), options=opts(tmp_path, clip_cache="none"))
+    message = str(e.value)
+    assert "\n" not in message and "clip1.mp4" in message and "--on-bad-image skip" in message
+    skipped = []
+    data = load_dataset("videofolder", str(root), options=DataOptions(on_bad_image="skip", log=skipped.append,
+                                                                      extra=opts(tmp_path).extra))
+    assert len(data.train) == 4 and sum(s.startswith("skipped: video") for s in skipped) == 2
+    assert any("fewer than the 4 per clip" in s for s in skipped)
+
+
+def test_split_naming_a_missing_video_is_one_line(ff_root, tmp_path):
+    import shutil
+    root = tmp_path / "ff"
+    shutil.copytree(ff_root, root)
+    (root / "manipulated_sequences" / "FaceSwap" / "c23" / "videos" / "000_001.mp4").unlink()
+    with pytest.raises(UserError, match=r"000_001.mp4 is missing; restore it or remove it from the split"):
+        load_dataset("faceforensics", str(root), options=opts(tmp_path, manipulations="FaceSwap", compression="c23"))
+    (root / "splits" / "test.json").write_text("{bad")
+    with pytest.raises(UserError, match="split file .*test.json cannot be read"):
+        load_dataset("faceforensics", str(root), options=opts(tmp_path, manipulations="Deepfakes", compression="c23"))
+
+
+def test_face_crop_from_boxes_and_detector_without_a_face(tmp_path):
+    root = videofolder_tree(tmp_path / "vf", per_class=(1, 1), frames=6, size=32)
+    boxes = {p.relative_to(root).as_posix(): [8, 8, 8, 8] for p in root.rglob("*.mp4")}
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    data = load_dataset("videofolder", str(root), options=opts(tmp_path, face_crop="boxes", clip_cache="none",
+                                                               face_boxes=str(tmp_path / "boxes.json")))
+    assert data.train.images.shape == (3, 4, 16, 16, 3)
+    pytest.importorskip("cv2")
+    with pytest.raises(UserError, match="shows no face the detector finds; use --face-crop boxes"):
+        load_dataset("videofolder", str(root), options=opts(tmp_path, face_crop="detect", clip_cache="none"))
+
+
+def test_video_options_are_checked_in_one_line():
+    for bad, match in (({"frames": 0}, "--frames"), ({"face_crop": "boxes"}, "--face-boxes"),
+                       ({"manipulations": "Deepfakes,Nope"}, "--manipulations 'Deepfakes,Nope' names Nope"),
+                       ({"tubelet_size": 0}, "--tubelet-size")):
+        with pytest.raises(UserError, match=match):
+            Config.from_dict(bad).validate()
+
+
+def test_models_and_tasks_refuse_the_other_modality():
+    cfg = Config.from_dict({})
+    with pytest.raises(UserError, match="video models read clips"):
+        build_backbone("video_vit_tiny", img_size=16, patch_size=8, in_chans=3, num_classes=2, cfg=cfg)
+    with pytest.raises(UserError, match="image model; use a video model"):
+        build_backbone("vit_tiny", img_size=16, patch_size=8, in_chans=3, num_classes=2, frames=4, cfg=cfg)
+    from ssat.auxtasks import build_aux, resolve_aux
+    net = backbone()
+    assert resolve_aux("auto", net.capabilities) == "videomae"
+    with pytest.raises(UserError, match="--aux mae needs a backbone that reads images .* use --aux videomae"):
+        build_aux("mae", net, cfg)
+
+
+# --- end to end ----------------------------------------------------------------------------------------------------
+
+def run_cli(*args) -> None:
+    from ssat.cli import main
+    assert main([str(a) for a in args]) == 0
+
+
+def flags(options: dict) -> list[str]:
+    from conftest import as_flags
+    return as_flags(options)
+
+
+def test_every_method_trains_on_faceforensics_and_evaluates_across_manipulations(ff_root, cdf_root, tmp_path,
+                                                                                 shallow_backbones, capsys):
+    common = {**VIDEO, "dataset": "faceforensics", "data_root": str(ff_root), "manipulations": "Deepfakes",
+              "clip_cache": str(tmp_path / "cache")}
+    for method in ("scratch", "ssat", "pretrain"):
+        run_cli("train", *flags({**common, "method": method, "out": str(tmp_path / method)}))
+    run_cli("train", *flags({**common, "method": "sslft", "pretrained": str(tmp_path / "pretrain"),
+                             "out": str(tmp_path / "sslft")}))
+    summary = json.loads((tmp_path / "ssat" / "summary.json").read_text())
+    assert summary["frames"] == 4 and summary["aux"] == "videomae"
+    assert 0 <= summary["test_auc"] <= 1 and summary["test_video_acc1"] is not None
+    assert summary["data_options"]["manipulations"] == "Deepfakes"
+    capsys.readouterr()
+    run_cli("eval", "--checkpoint", tmp_path / "ssat", "--manipulations", "Face2Face")
+    result = json.loads(capsys.readouterr().out)
+    assert result["manipulations"] == "Face2Face" and result["n"] == 4 + 4 and "video_auc" in result
+    run_cli("eval", "--checkpoint", tmp_path / "ssat", "--dataset", "celebdf", "--data-root", cdf_root)
+    assert json.loads(capsys.readouterr().out)["n"] == 6
+    evaluations = json.loads((tmp_path / "ssat" / "summary.json").read_text())["evaluations"]
+    assert set(evaluations) == {"faceforensics:Face2Face", "celebdf"}
+
+
+def test_cross_manipulation_sweep_makes_the_report_table(ff_root, cdf_root, tmp_path, shallow_backbones):
+    base = {**VIDEO, "dataset": "faceforensics", "data_root": str(ff_root), "clip_cache": str(tmp_path / "cache")}
+    spec = {"name": "cross", "out": str(tmp_path / "runs"), "base": base,
+            "grid": {"method": ["ssat"], "manipulations": ["Deepfakes", "FaceSwap"]},
+            "eval_on": [{"manipulations": m} for m in ("Deepfakes", "FaceSwap")]
+            + [{"dataset": "celebdf", "data_root": str(cdf_root)}]}
+    path = tmp_path / "cross.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(spec))
+    run_cli("sweep", path)
+    run_cli("report", tmp_path / "runs" / "cross", "--out", tmp_path / "report")
+    text = (tmp_path / "report" / "results.md").read_text()
+    assert "Cross evaluation: video-level AUC" in text
+    rows = [line for line in text.splitlines() if line.startswith("| vit") or "faceforensics:" in line]
+    assert any("faceforensics:Deepfakes" in r for r in rows) and any("faceforensics:FaceSwap" in r for r in rows)
+    table = (tmp_path / "report" / "cross_video_auc.csv").read_text().splitlines()
+    assert table[0].split(",")[3:] == ["celebdf", "faceforensics:Deepfakes", "faceforensics:FaceSwap"]
+    assert len(table) == 3 and all(cell for cell in table[1].split(",")[3:])
