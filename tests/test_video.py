@@ -320,6 +320,25 @@ def test_every_method_trains_on_faceforensics_and_evaluates_across_manipulations
     assert json.loads(capsys.readouterr().out)["n"] == 6
     evaluations = json.loads((tmp_path / "ssat" / "summary.json").read_text())["evaluations"]
     assert set(evaluations) == {"faceforensics:Face2Face", "celebdf"}
+    with pytest.raises(UserError, match="is a video model .* ssat predict reads image files"):
+        from ssat.inference import predict
+        predict(str(tmp_path / "ssat"), [str(ff_root / "splits" / "test.json")])
+    run_cli("data", "info", *flags({k: common[k] for k in ("dataset", "data_root", "frames", "frame_size",
+                                                           "clip_cache", "manipulations")}), "--json")
+    info = json.loads(capsys.readouterr().out)
+    assert info["frames"] == 4 and info["image_size"] == [16, 16] and info["classes"] == 2
+    if pytest.importorskip("matplotlib"):
+        run_cli("reconstruct", "--checkpoint", tmp_path / "ssat", "--out", tmp_path / "rec.png", "--n", "2")
+        drawn = json.loads(capsys.readouterr().out)
+        assert drawn["clips"] == 2 and drawn["frames"] == 4 and (tmp_path / "rec.png").stat().st_size > 1000
+
+
+def test_bench_times_a_video_step(capsys, shallow_backbones):
+    run_cli("bench", "--model", "video_vit_tiny", "--frames", "4", "--img-size", "16", "--patch-size", "8",
+            "--data", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--device", "cpu", "--decoder-dim", "12",
+            "--decoder-heads", "2")
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["model"] == "video_vit_tiny" and result["frames"] == 4 and result["loader_images_per_s"] > 0
 
 
 def test_cross_manipulation_sweep_makes_the_report_table(ff_root, cdf_root, tmp_path, shallow_backbones):
@@ -340,3 +359,15 @@ def test_cross_manipulation_sweep_makes_the_report_table(ff_root, cdf_root, tmp_
     table = (tmp_path / "report" / "cross_video_auc.csv").read_text().splitlines()
     assert table[0].split(",")[3:] == ["celebdf", "faceforensics:Deepfakes", "faceforensics:FaceSwap"]
     assert len(table) == 3 and all(cell for cell in table[1].split(",")[3:])
+
+
+def test_without_the_video_extra_reading_a_video_names_it(tmp_path, monkeypatch):
+    import sys
+    root = videofolder_tree(tmp_path / "vf", per_class=(1, 1), frames=6, size=16)
+    monkeypatch.setitem(sys.modules, "av", None)  # what a missing package looks like to `import`
+    with pytest.raises(UserError, match=r"^reading videos needs av, which is not installed; pip install "
+                                        r"'ssat\[video\]'$"):
+        load_dataset("videofolder", str(root), options=opts(tmp_path, clip_cache="none"))
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(UserError, match=r"--face-crop detect needs cv2, .*'ssat\[video\]'"):
+        load_dataset("videofolder", str(root), options=opts(tmp_path, clip_cache="none", face_crop="detect"))

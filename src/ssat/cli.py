@@ -187,8 +187,9 @@ def build_parser() -> Parser:
 
 # `ssat bench` times a step built from these Config options (None: Config's default; else bench's own).
 BENCH_OPTIONS = {"model": None, "img_size": 32, "patch_size": 4, "batch_size": 128, "method": None,
-                 "decoder_heads": None, "lam": None, "balance": None, "mask_ratio": None, "device": None,
-                 "precision": None, "compile": None}
+                 "decoder_dim": None, "decoder_depth": None, "decoder_heads": None, "lam": None, "balance": None,
+                 "mask_ratio": None, "device": None, "precision": None, "compile": None, "global_pool": None,
+                 "frames": None, "tubelet_size": None, "norm_pix_loss": None}  # the last four: video models
 
 # command -> "module:function(args) -> exit code"; each module is imported only when used (`ssat --help` stays fast).
 COMMANDS = {"train": "ssat.commands.train:main", "pretrain": "ssat.commands.train:main_pretrain",

@@ -129,6 +129,9 @@ def read_image(path: str, in_chans: int) -> Image.Image:
 def predict(checkpoint: str, images: list[str], topk: int = 5, device: str = "auto") -> list[dict]:
     dev = resolve_device(device)
     model, cfg, meta = load_classifier(checkpoint, dev)
+    if meta.get("frames"):
+        raise UserError(f"{checkpoint} is a video model (clips of {meta['frames']} frames) and ssat predict reads "
+                        f"image files; score videos with `ssat eval --checkpoint RUN --dataset videofolder`")
     transform = eval_transform(cfg, meta["mean"], meta["std"])
     batch = torch.stack([transform(read_image(p, meta["in_chans"])) for p in images]).to(dev)
     probs = model(batch).float().softmax(dim=1)

@@ -23,6 +23,7 @@ from ssat.data.memory import MemoryLoader
 from ssat.data.transforms import crop_mode
 from ssat.errors import UserError
 from ssat.flops import train_flops_per_image
+from ssat.models import MODELS
 from ssat.hostmem import keep_freed_memory
 from ssat.objective import build_model
 from ssat.runs import seed_everything
@@ -58,12 +59,14 @@ class StepTimer:
         seed_everything(cfg.seed)
         self.cfg, self.device = cfg, device
         self.amp_dtype, needs_scaler = resolve_precision(cfg.precision, device)
-        self.model = build_model(cfg, num_classes=classes, in_chans=3).to(device)
+        frames = cfg.frames if MODELS[cfg.model].capabilities.video else 0  # video models: clips of --frames
+        self.model = build_model(cfg, num_classes=classes, in_chans=3, frames=frames).to(device)
         self.optimizer = engine.build_optimizer(self.model, 1e-4, cfg.weight_decay, device)
         self.scheduler = engine.build_scheduler(self.optimizer, epochs=1, warmup_epochs=0,
                                                 updates_per_epoch=1_000_000, min_lr=1e-6)
         self.scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
-        self.images = torch.randn(cfg.batch_size, 3, cfg.img_size, cfg.img_size, device=device)
+        self.images = torch.randn(cfg.batch_size, 3, *((frames,) if frames else ()), cfg.img_size, cfg.img_size,
+                                  device=device)
         self.targets = torch.randint(0, classes, (cfg.batch_size,), device=device)
         self.flops = train_flops_per_image(self.model, self.images, self.targets)
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
@@ -117,10 +120,12 @@ def paired_ratio_quartiles(a: list[float], b: list[float]) -> list[float]:
 
 
 def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> float:
-    """Images/s of the in-memory path's training batches (default augmentation, two views if asked) on `device`."""
+    """Images (clips) per second of the in-memory path's training batches (default augmentation, two views if
+    asked) on `device`."""
     seed_everything(cfg.seed)
     n = cfg.batch_size * batches
-    images = torch.randint(0, 256, (n, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8)
+    frames = (cfg.frames,) if MODELS[cfg.model].capabilities.video else ()
+    images = torch.randint(0, 256, (n, 3, *frames, cfg.img_size, cfg.img_size), dtype=torch.uint8)
     augment = BatchAugment(size=cfg.img_size, crop=crop_mode(cfg), hflip=True, rand_augment=cfg.rand_augment,
                            reprob=cfg.reprob, mean=(0.5,) * 3, std=(0.25,) * 3)
     loader = MemoryLoader(images, [0] * n, batch_size=cfg.batch_size, device=device, mean=(0.5,) * 3,
@@ -144,6 +149,7 @@ def bench(cfg: Config, *, compare: bool, steps: int, warmup: int, classes: int, 
     method, compile = cfg.method, cfg.compile
     amp_dtype, _ = resolve_precision(cfg.precision, device)
     result = {"model": cfg.model, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
+              "frames": cfg.frames if MODELS[cfg.model].capabilities.video else None,
               "batch_size": cfg.batch_size, "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
               or platform.machine(), "threads": torch.get_num_threads(),

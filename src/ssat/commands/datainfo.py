@@ -21,7 +21,8 @@ def info(cfg: Config) -> dict:
     train_counts, test_counts = Counter(data.train_targets), Counter(test_labels)
     return {
         "dataset": data.name, "classes": data.num_classes, "channels": data.in_chans,
-        "image_size": list(first.size[::-1]), "native_size": data.native_size,
+        "image_size": list(first.shape[1:3]) if data.frames else list(first.size[::-1]),
+        "native_size": data.native_size, **({"frames": data.frames} if data.frames else {}),
         "splits": {"train": len(data.train), "test": len(data.test)},
         "class_counts": {name: {"train": train_counts.get(c, 0), "test": test_counts.get(c, 0)}
                          for c, name in enumerate(data.classes)},

@@ -139,13 +139,16 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
                         f"the run directory of an SSAT or pre-training run")
     state = load_checkpoint(path, need=WEIGHTS_KEYS)
     cfg = Config.from_dict(state["config"])
-    if not METHODS[cfg.method].auxiliary or cfg.aux != "mae":
+    if not METHODS[cfg.method].auxiliary or cfg.aux not in ("mae", "videomae"):
         raise UserError(f"{checkpoint} is a {cfg.method} run without an MAE decoder; pass an ssat / pretrain run "
-                        f"with --aux mae")
+                        f"with --aux mae (or videomae)")
     meta = state["data"]
-    model = build_model(cfg, num_classes=len(meta["classes"]), in_chans=meta["in_chans"])
+    model = build_model(cfg, num_classes=len(meta["classes"]), in_chans=meta["in_chans"],
+                        frames=meta.get("frames", 0))
     model.load_state_dict(state["model"])
     model.eval()
+    if cfg.aux == "videomae":
+        return _reconstruct_clips(model, cfg, meta, out, n, seed, plt)
     if not isinstance(model.aux, MAETask):
         raise UserError(f"{checkpoint}: reconstructions are drawn for ViT MAE runs")
     x, rgb, labels, classes = test_images(cfg, meta, n, None, None, seed)
@@ -183,6 +186,50 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
     plt.close(fig)
     error = float(masked_mse(pred, target, mask))  # in pixel units: pred was mapped back above
     return {"out": str(out), "images": len(rgb), "masked_mse": round(error, 5)}
+
+
+def _reconstruct_clips(model, cfg, meta: dict, out: str, n: int, seed: int, plt) -> dict:
+    """VideoMAE runs: for each of up to 4 test clips, its frames as three rows (original / tube-masked /
+    reconstructed, visible tubelets pasted back)."""
+    from ssat.auxtasks.masking import masked_mse, patchify_tubelets, tube_masking, unpatchify_tubelets
+    from ssat.data.memory import resize_uint8, to_tensor
+    _, data = run_test_data(cfg)
+    clips = resize_uint8(to_tensor(data.test.images[:min(n, 4)], meta["in_chans"]), cfg.img_size)
+    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, -1, 1, 1, 1)
+    x = (clips.float() / 255 - mean) / std
+    bb = model.backbone
+    frames, rows, cols = bb.grid_size
+    torch.manual_seed(seed)
+    masking = tube_masking(x.shape[0], frames, rows * cols, cfg.mask_ratio)
+    pred = model.aux.decoder(bb.forward_masked(x, masking.ids_keep), masking.ids_restore)
+    target = patchify_tubelets(x, bb.tubelet, bb.patch_size)
+    if cfg.norm_pix_loss:  # predictions are per-tubelet, per-channel standardised: map back with the target's
+        t = target.unflatten(-1, (-1, bb.in_chans))
+        scale = t.var(-2, unbiased=True, keepdim=True).sqrt() + 1e-6
+        pred = (pred.unflatten(-1, (-1, bb.in_chans)) * scale + t.mean(-2, keepdim=True)).flatten(-2)
+    m = masking.mask.unsqueeze(-1)
+    grid = (frames, rows, cols)
+    masked = unpatchify_tubelets(target * (1 - m), bb.tubelet, bb.patch_size, grid, bb.in_chans)
+    pasted = unpatchify_tubelets(target * (1 - m) + pred * m, bb.tubelet, bb.patch_size, grid, bb.in_chans)
+    show = lambda v: (v * std + mean).clamp(0, 1).permute(0, 2, 3, 4, 1).numpy()  # noqa: E731 (B, T, H, W, C)
+    panels = [show(x), show(masked), show(pasted)]
+    shown = min(x.shape[2], 8)
+    fig, axes = plt.subplots(3 * len(x), shown, figsize=(1.2 * shown, 3.6 * len(x)), dpi=80, squeeze=False)
+    for c in range(len(x)):
+        for r, (title, pictures) in enumerate(zip(("original", "masked", "reconstruction"), panels)):
+            for f in range(shown):
+                ax = axes[3 * c + r][f]
+                ax.imshow(pictures[c, f], interpolation="nearest")
+                ax.axis("off")
+                if f == 0:
+                    ax.set_title(f"clip {c}: {title}", fontsize=7, loc="left")
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    error = float(masked_mse(pred, target, masking.mask))
+    return {"out": str(out), "clips": len(x), "frames": shown, "masked_mse": round(error, 5)}
 
 
 def _check_n(n: int) -> None:
