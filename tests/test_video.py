@@ -371,3 +371,18 @@ def test_without_the_video_extra_reading_a_video_names_it(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(UserError, match=r"--face-crop detect needs cv2, .*'ssat\[video\]'"):
         load_dataset("videofolder", str(root), options=opts(tmp_path, clip_cache="none", face_crop="detect"))
+
+
+def test_subsets_and_validation_split_take_whole_videos():
+    from ssat.data.subsets import choose
+    groups = [f"v{i // 3}" for i in range(60)]  # 20 videos of 3 clips
+    targets = [int(g[1:]) % 2 for g in groups]
+    train, val = choose(targets, val_fraction=0.3, seed=5, groups=groups)
+    assert set(train).isdisjoint(val) and sorted(train + val) == list(range(60))
+    assert {groups[i] for i in train}.isdisjoint({groups[i] for i in val})  # no video on both sides
+    assert len(val) == 3 * 6 and {targets[i] for i in val} == {0, 1}  # 30 % of each class's 10 videos
+    train, _ = choose(targets, n_per_class=4, seed=5, groups=groups)
+    assert len({groups[i] for i in train}) == 8 and len(train) == 24  # 4 videos per class, all their clips
+    # one clip per video: exactly the item-level choice
+    assert choose(targets, val_fraction=0.3, seed=5, groups=[str(i) for i in range(60)]) == \
+        choose(targets, val_fraction=0.3, seed=5)

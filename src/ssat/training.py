@@ -346,7 +346,8 @@ def _epochs(t: Training, progress: Progress) -> dict:
         # Pre-training has no classifier to evaluate (the head is untrained); its product is the encoder.
         last = epoch + 1 == cfg.epochs
         va = evaluate(t.loaders.val) if model.primary and t.loaders.val is not None else None
-        te = evaluate(t.loaders.test, groups) if model.primary and (last or (every and (epoch + 1) % every == 0)) else None
+        tested = model.primary and (last or (every and (epoch + 1) % every == 0))
+        te = evaluate(t.loaders.test, groups) if tested else None
         for name, result in (("validation", va), ("test", te)):
             if result is not None and not math.isfinite(result["loss"]):
                 raise _diverged(t, epoch, f"the {name} loss is {result['loss']}")

@@ -41,7 +41,7 @@ def training_subset(cfg, data: DataBundle, log: Callable[[str], None],
     source = str(saved) if saved is not None and saved.is_file() else cfg.subset_file
     indices, val = choose(data.train_targets, fraction=cfg.fraction, n_per_class=cfg.per_class, seed=cfg.subset_seed,
                           subset_file=source, dataset=cfg.dataset, val_fraction=cfg.val_fraction,
-                          val_per_class=cfg.val_per_class)
+                          val_per_class=cfg.val_per_class, groups=getattr(data.train, "video_ids", None))
     if len(indices) + len(val) < len(data.train_targets):
         counts = class_counts(data.train_targets, indices)
         how = (f"subset {source}" if source else f"{cfg.per_class} per class" if cfg.per_class

@@ -68,9 +68,22 @@ def _read_saved(subset_file: str, targets: list[int], dataset: str) -> tuple[lis
 
 def choose(targets: list[int], *, fraction: float = 1.0, n_per_class: int | None = None, seed: int = 127,
            subset_file: str | None = None, dataset: str = "", val_fraction: float = 0.0,
-           val_per_class: int | None = None) -> tuple[list[int], list[int]]:
+           val_per_class: int | None = None, groups: list[str] | None = None) -> tuple[list[int], list[int]]:
     """(training, validation) indices of a run: from a saved subset.json, N per class, or a stratified fraction;
-    then, if asked, a validation split carved out of them (a saved one is reused as it is)."""
+    then, if asked, a validation split carved out of them (a saved one is reused as it is). `groups` (the video of
+    each clip) makes every choice by whole groups, so no video has clips on both sides of the split."""
+    if groups is not None and not subset_file and len(set(groups)) < len(groups):
+        first: dict[str, int] = {}
+        members: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            first.setdefault(g, i)
+            members.setdefault(g, []).append(i)
+        units = list(first)  # one representative item per group, in order of appearance
+        train_units, val_units = choose([targets[first[g]] for g in units], fraction=fraction,
+                                        n_per_class=n_per_class, seed=seed, val_fraction=val_fraction,
+                                        val_per_class=val_per_class)
+        expand = lambda picked: sorted(i for u in picked for i in members[units[u]])  # noqa: E731
+        return expand(train_units), expand(val_units)
     saved_val = None
     if subset_file:
         indices, saved_val = _read_saved(subset_file, targets, dataset)

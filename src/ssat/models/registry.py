@@ -8,8 +8,9 @@ features the head reads, `no_weight_decay()`, `in_chans`, `num_features`) plus w
 `layer_decay` -> `encoder.group_matcher`; `token_grid` -> `encoder.blocks` over a patch grid (Grad-CAM, rollout);
 `timm_export` -> `timm_name` / `timm_kwargs` rebuild it in plain timm; `video` -> it reads (B, C, T, H, W) clips,
 its tokens are tubelets, `grid_size` is (time, rows, columns), `tubelet` and `frames` are set. Combinations a
-backbone does not support are refused with one line when a model is built. A new family is one new file in this package that calls
-`register_model` (the package imports every module in it), with its own options if it needs any."""
+backbone does not support are refused with one line when a model is built. A new family is one new file in this
+package that calls `register_model` (the package imports every module in it), with its own options if it needs
+any."""
 
 from __future__ import annotations
 
