@@ -140,8 +140,13 @@ def test_video_vit_masked_pass_sees_only_visible_tokens_and_flops_match_a_hand_c
     # forward FLOPs per clip: tubelet projection, one block, head (2 FLOPs per multiply-add; attention 4*N^2*d)
     d, n, pix, hidden = net.embed_dim, net.num_patches, 2 * 8 * 8 * 3, 4 * net.embed_dim
     per_block = 2 * n * d * 3 * d + 4 * n * n * d + 2 * n * d * d + 2 * 2 * n * d * hidden
-    expected = 2 * n * pix * d + per_block + 2 * d * 2
-    assert flops.inference_flops_per_image(net, x) == expected
+    conv, linear, attn = 2 * n * pix * d, per_block - 4 * n * n * d + 2 * d * 2, 4 * n * n * d
+    assert flops.inference_flops_per_image(net, x) == conv + linear + attn
+    # a scratch training step: backward is 2x forward for the linears, 2.5x for attention (torch's SDPA rule), and
+    # 1x for the tubelet projection (no gradient for the input clip)
+    from ssat.objective import SSATModel
+    step = flops.train_flops_per_image(SSATModel(net.train(), None), x, torch.tensor([0, 1]))
+    assert step == 2 * conv + 3 * linear + 3.5 * attn
 
 
 def test_clip_indices_spread_or_stride_and_refuse_short_videos():
@@ -386,3 +391,17 @@ def test_subsets_and_validation_split_take_whole_videos():
     # one clip per video: exactly the item-level choice
     assert choose(targets, val_fraction=0.3, seed=5, groups=[str(i) for i in range(60)]) == \
         choose(targets, val_fraction=0.3, seed=5)
+
+
+def test_the_video_configs_are_valid():
+    import yaml
+    from ssat.commands.sweep import points, read_sweep
+    configs = Path(__file__).resolve().parents[1] / "configs" / "video"
+    cfg = Config.from_dict(yaml.safe_load((configs / "faceforensics.yaml").read_text())).validate()
+    assert (cfg.model, cfg.frames, cfg.img_size, cfg.aux, cfg.mask_ratio) == ("video_vit_small", 16, 224, "videomae",
+                                                                               0.95)
+    spec = read_sweep(str(configs / "ff-cross-manipulation.yaml"))
+    runs = points(spec)
+    assert len(runs) == 3 * 4 * 3 and len(spec["eval_on"]) == 5
+    for _, options in runs:
+        Config.from_dict(options).validate()
