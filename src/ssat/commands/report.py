@@ -22,11 +22,25 @@ from ssat.methods import METHODS
 
 def setting(r: dict) -> tuple:
     """What must match for runs to be compared: model, data, amount of data, length (and input size, when the
-    run records it)."""
+    run records it, and the data set options that differ between the runs: `mark_data_variants`)."""
     amount = f"{r['per_class']}/class" if r.get("per_class") else f"{100 * (r.get('fraction') or 1):g}%"
     if r.get("img_size"):
         amount += f" {r['img_size']}px"
+    if r.get("data_variant"):
+        amount += f" {r['data_variant']}"
     return r["model"], r["dataset"], amount, r["epochs"]
+
+
+def mark_data_variants(runs: list[dict]) -> list[dict]:
+    """Set each run's `data_variant`: the values of its data set options (summary.json's `data_options`) that
+    differ between runs on the same data set, e.g. the FaceForensics++ manipulations a run trained on; runs that
+    differ there are different settings, never pooled."""
+    options = lambda r: r.get("data_options") or {}  # noqa: E731
+    for r in runs:
+        same = [q for q in runs if q["dataset"] == r["dataset"]]
+        varying = sorted(k for k in options(r) if len({str(options(q).get(k)) for q in same}) > 1)
+        r["data_variant"] = ":".join(str(options(r)[k]) for k in varying) or None
+    return runs
 
 
 # What a results table can show: summary key -> what it is.
@@ -93,12 +107,8 @@ def cross_table(runs: list[dict], key: str = "video_auc") -> list[list[str]]:
     """Runs evaluated on other test sets (`ssat eval`, a sweep's `eval_on`): rows = recipe + what it trained on
     (its data set options, e.g. the FaceForensics++ manipulations), columns = the test sets; mean ± std over seeds."""
     cells = defaultdict(list)
-    options = lambda r: r.get("data_options") or {}  # noqa: E731
-    varying = sorted({k for r in runs for k in options(r)
-                      if len({str(options(q).get(k)) for q in runs if q["dataset"] == r["dataset"]}) > 1})
-    for r in runs:
-        trained = ":".join(str(options(r)[k]) for k in varying if k in options(r))
-        row = (r["model"], method_label(r), f"{r['dataset']}" + (f":{trained}" if trained else ""))
+    for r in mark_data_variants(runs):
+        row = (r["model"], method_label(r), r["dataset"] + (f":{r['data_variant']}" if r["data_variant"] else ""))
         for target, result in (r.get("evaluations") or {}).items():
             if result.get(key) is not None:
                 cells[row, target].append(result[key] * (100 if "auc" in key else 1))
@@ -196,7 +206,7 @@ def _plot_lines(path: Path, title: str, xlabel: str, series: dict[str, list[tupl
 
 def _fixed(r: dict, *names: str) -> tuple:
     """What else defines a run's setting: only runs equal in all of it share a plot line."""
-    return tuple(r.get(n) for n in ("model", "dataset", "img_size", "per_class", *names))
+    return tuple(r.get(n) for n in ("model", "dataset", "img_size", "per_class", *names)) + (r.get("data_variant"),)
 
 
 _UNITS = {"img_size": "{}px", "per_class": "{}perclass", "fraction": "frac{:g}", "epochs": "{}ep", "balance": "{}"}
@@ -207,6 +217,7 @@ def _name(fixed: tuple, names: tuple) -> str:
     order = dict(zip(("model", "dataset", "img_size", "per_class"), fixed[:4])) | dict(zip(names[4:], fixed[4:]))
     parts = [order["dataset"], order["model"]]
     parts += [_UNITS[n].format(v) for n, v in order.items() if n in _UNITS and v is not None]
+    parts += [str(fixed[-1]).replace(",", "+").replace(":", "-")] if fixed[-1] else []  # the data variant
     return "-".join(str(p) for p in parts)
 
 
@@ -286,7 +297,7 @@ def html_table(table: list[list[str]]) -> str:
 
 
 def report(runs_dir: str, out: str | None = None) -> dict:
-    runs = collect([runs_dir])
+    runs = mark_data_variants(collect([runs_dir]))
     out_dir = Path(out or Path(runs_dir) / "report")
     out_dir.mkdir(parents=True, exist_ok=True)
     results, costs = results_table(runs), cost_table(runs)
@@ -327,6 +338,8 @@ def report(runs_dir: str, out: str | None = None) -> dict:
             f"<h1>ssat report: {html.escape(runs_dir)}</h1><p>{len(runs)} runs. Top-1 accuracy (%), "
             "mean ± std over seeds; in brackets the gain over scratch with the same model, data and epochs.</p>"
             + "".join(f"<h2>{html.escape(METRICS[k])}</h2>{html_table(results_table(runs, k))}" for k in shown)
+            + "".join(f"<h2>Cross evaluation: {html.escape(title)}</h2>{html_table(cross_table(runs, k))}"
+                      for k, title in CROSS.items() if len(cross_table(runs, k)) > 1)
             + f"<h2>Cost</h2>{html_table(costs)}<h2>Plots</h2>{images}"
             "</body></html>")
     (out_dir / "index.html").write_text(page)
