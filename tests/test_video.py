@@ -198,12 +198,24 @@ def test_faceforensics_reads_the_released_layout(ff_root, tmp_path):
     data = load_dataset("faceforensics", str(ff_root), options=opts(tmp_path, manipulations="Deepfakes,FaceSwap",
                                                                     compression="c23"))
     assert data.classes == ["real", "fake"] and data.frames == 4 and data.balanced
-    # 3 train pairs: 6 real videos, 2 fakes per pair and method
-    assert data.train.labels.count(0) == 6 and data.train.labels.count(1) == 3 * 2 * 2
-    assert data.train.images.shape == (18, 4, 16, 16, 3)
+    # 3 train + 1 val pairs: 8 real videos, 2 fakes per pair and method; val.json's 6 are the validation split
+    assert data.train.labels.count(0) == 8 and data.train.labels.count(1) == 4 * 2 * 2
+    assert data.train.images.shape == (24, 4, 16, 16, 3)
     assert "Deepfakes/000_001" in data.train.video_ids and "real/000" in data.train.video_ids
     assert not any(v.startswith("Face2Face") for v in data.train.video_ids)
     assert len(data.test) == 4 + 2 * 2 * 2
+    val_ids = {data.train.video_ids[i] for i in data.val_indices}
+    assert val_ids == {"real/006", "real/007", "Deepfakes/006_007", "Deepfakes/007_006", "FaceSwap/006_007",
+                       "FaceSwap/007_006"}
+    from ssat.data.subsets import choose
+    train, val = choose(data.train_targets, val_fraction=0.1, groups=data.train.video_ids,
+                        official_val=data.val_indices)
+    assert val == data.val_indices and not set(train) & set(val) and len(train) == 18
+    train, val = choose(data.train_targets, val_fraction=0.0, official_val=data.val_indices)
+    assert val == [] and len(train) == 18  # val.json is never trained on under --train-split train
+    both = load_dataset("faceforensics", str(ff_root), options=DataOptions(train_split="train+val", extra=opts(
+        tmp_path, manipulations="Deepfakes", compression="c23").extra))
+    assert both.val_indices is None and len(both.train) == 8 + 8
 
 
 def test_clip_cache_is_reused(ff_root, tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
 """FaceForensics++ as released: real videos `original_sequences/youtube/<c>/videos/NNN.mp4`, fakes
 `manipulated_sequences/<Method>/<c>/videos/<target>_<source>.mp4`, splits `splits/{train,val,test}.json` (lists of
 id pairs; a pair [a, b] gives the real videos a and b and the fakes a_b and b_a of every method). Classes: real,
-fake; training samples both equally often (a run with all four methods has four fakes per real video)."""
+fake; training samples both equally often (a run with all four methods has four fakes per real video). With
+`--train-split train`, val.json's videos are loaded too and are the validation split: never trained on, and, unlike
+a split carved from train.json, they share no face with the training videos."""
 
 from __future__ import annotations
 
@@ -75,11 +77,14 @@ def load_faceforensics(root, download, options) -> DataBundle:
         raise UserError("--dataset faceforensics needs --data-root: the folder holding original_sequences/, "
                         "manipulated_sequences/ and splits/")
     methods = parse_manipulations(options.manipulations)
-    train_splits = ["train", "val"] if options.train_split == "train+val" else ["train"]
-    sets = {}
-    for part, splits in (("train", train_splits), ("test", ["test"])):
-        videos = [v for s in splits for v in split_videos(root, read_split(root, s), methods, options.compression)]
-        sets[part] = load_clips(videos, root, options, part) if part in options.splits else \
-            ClipDataset.empty(options)
+    videos = {s: split_videos(root, read_split(root, s), methods, options.compression)
+              for s in ("train", "val", "test")}
+    sets = {part: load_clips(chosen, root, options, part) if part in options.splits else ClipDataset.empty(options)
+            for part, chosen in (("train", videos["train"] + videos["val"]), ("test", videos["test"]))}
+    val_ids = {v.video_id for v in videos["val"]}
+    # train+val: every video trains (a validation split is then carved); train: val.json is the validation split
+    val = None if options.train_split == "train+val" else \
+        [i for i, v in enumerate(sets["train"].video_ids) if v in val_ids]
     return DataBundle("faceforensics", sets["train"], sets["test"], sets["train"].labels, CLASSES, 3,
-                      options.frame_size, VIDEO_MEAN, VIDEO_STD, hflip=True, frames=options.frames, balanced=True)
+                      options.frame_size, VIDEO_MEAN, VIDEO_STD, hflip=True, frames=options.frames, balanced=True,
+                      val_indices=val)

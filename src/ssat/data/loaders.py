@@ -41,7 +41,8 @@ def training_subset(cfg, data: DataBundle, log: Callable[[str], None],
     source = str(saved) if saved is not None and saved.is_file() else cfg.subset_file
     indices, val = choose(data.train_targets, fraction=cfg.fraction, n_per_class=cfg.per_class, seed=cfg.subset_seed,
                           subset_file=source, dataset=cfg.dataset, val_fraction=cfg.val_fraction,
-                          val_per_class=cfg.val_per_class, groups=getattr(data.train, "video_ids", None))
+                          val_per_class=cfg.val_per_class, groups=getattr(data.train, "video_ids", None),
+                          official_val=data.val_indices)
     if len(indices) + len(val) < len(data.train_targets):
         counts = class_counts(data.train_targets, indices)
         how = (f"subset {source}" if source else f"{cfg.per_class} per class" if cfg.per_class
@@ -49,7 +50,9 @@ def training_subset(cfg, data: DataBundle, log: Callable[[str], None],
         log(f"{how}: {len(indices) + len(val)} of {len(data.train_targets)} training images; per class "
             + ", ".join(f"{data.classes[c]}={n}" for c, n in list(counts.items())[:20])
             + (" ..." if len(counts) > 20 else ""))
-    if val:
+    if val and data.val_indices is not None and not source:
+        log(f"validation split: the data set's own, {len(val)} items; {len(indices)} to train on")
+    elif val:
         log(f"validation split: {len(val)} training images held out (stratified, seed {cfg.subset_seed}), "
             f"{len(indices)} left to train on")
     elif cfg.val_fraction or cfg.val_per_class:

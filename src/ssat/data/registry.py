@@ -31,6 +31,7 @@ class DataBundle:
     hflip: bool = True             # is a horizontal flip label-preserving?
     frames: int = 0                # frames per clip of a video set (its items are clips); 0: images
     balanced: bool = False         # sample training items class-balanced (FaceForensics++: 1 real per 4 fakes)
+    val_indices: Optional[list[int]] = None  # items of `train` the data set itself holds out for validation
 
     @property
     def num_classes(self) -> int:

@@ -68,10 +68,20 @@ def _read_saved(subset_file: str, targets: list[int], dataset: str) -> tuple[lis
 
 def choose(targets: list[int], *, fraction: float = 1.0, n_per_class: int | None = None, seed: int = 127,
            subset_file: str | None = None, dataset: str = "", val_fraction: float = 0.0,
-           val_per_class: int | None = None, groups: list[str] | None = None) -> tuple[list[int], list[int]]:
+           val_per_class: int | None = None, groups: list[str] | None = None,
+           official_val: list[int] | None = None) -> tuple[list[int], list[int]]:
     """(training, validation) indices of a run: from a saved subset.json, N per class, or a stratified fraction;
     then, if asked, a validation split carved out of them (a saved one is reused as it is). `groups` (the video of
-    each clip) makes every choice by whole groups, so no video has clips on both sides of the split."""
+    each clip) makes every choice by whole groups, so no video has clips on both sides of the split.
+    `official_val`: the data set's own validation items (FaceForensics++'s val.json): never trained on, and the
+    validation split when one is asked for (instead of carving one)."""
+    if official_val is not None and not subset_file:
+        held = set(official_val)
+        rest = [i for i in range(len(targets)) if i not in held]
+        picked, _ = choose([targets[i] for i in rest], fraction=fraction, n_per_class=n_per_class, seed=seed,
+                           groups=None if groups is None else [groups[i] for i in rest])
+        asked = bool(val_fraction) or val_per_class is not None
+        return [rest[i] for i in picked], sorted(held) if asked else []
     if groups is not None and not subset_file and len(set(groups)) < len(groups):
         first: dict[str, int] = {}
         members: dict[str, list[int]] = {}
