@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ssat.data.faceforensics import CLASSES
 from ssat.data.registry import DataBundle, register_dataset
-from ssat.data.video import VIDEO_MEAN, VIDEO_STD, ClipDataset, Video, VideoOptions, is_video, load_clips
+from ssat.data.video import VIDEO_MEAN, VIDEO_STD, Video, VideoOptions, is_video, load_splits
 from ssat.errors import UserError
 
 FOLDERS = {"Celeb-real": 0, "YouTube-real": 0, "Celeb-synthesis": 1}
@@ -46,7 +46,6 @@ def load_celebdf(root, download, options) -> DataBundle:
     train = [Video(p, label, p.relative_to(root).with_suffix("").as_posix())
              for folder, label in FOLDERS.items() if (root / folder).is_dir()
              for p in sorted((root / folder).iterdir()) if is_video(p) and p.resolve() not in listed]
-    sets = {part: load_clips(videos, root, options, part) if part in options.splits else ClipDataset.empty(options)
-            for part, videos in (("train", train), ("test", test))}
-    return DataBundle("celebdf", sets["train"], sets["test"], sets["train"].labels, CLASSES, 3, options.frame_size,
+    train_clips, test_clips = load_splits(root, options, train, test)
+    return DataBundle("celebdf", train_clips, test_clips, train_clips.labels, CLASSES, 3, options.frame_size,
                       VIDEO_MEAN, VIDEO_STD, hflip=True, frames=options.frames, balanced=True)

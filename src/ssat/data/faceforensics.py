@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssat.data.registry import DataBundle, register_dataset
-from ssat.data.video import VIDEO_MEAN, VIDEO_STD, ClipDataset, Video, VideoOptions, load_clips
+from ssat.data.video import VIDEO_MEAN, VIDEO_STD, Video, VideoOptions, load_splits
 from ssat.errors import UserError, first_line
 from ssat.options import opt
 
@@ -79,12 +79,10 @@ def load_faceforensics(root, download, options) -> DataBundle:
     methods = parse_manipulations(options.manipulations)
     videos = {s: split_videos(root, read_split(root, s), methods, options.compression)
               for s in ("train", "val", "test")}
-    sets = {part: load_clips(chosen, root, options, part) if part in options.splits else ClipDataset.empty(options)
-            for part, chosen in (("train", videos["train"] + videos["val"]), ("test", videos["test"]))}
+    train, test = load_splits(root, options, videos["train"] + videos["val"], videos["test"])
     val_ids = {v.video_id for v in videos["val"]}
     # train+val: every video trains (a validation split is then carved); train: val.json is the validation split
-    val = None if options.train_split == "train+val" else \
-        [i for i, v in enumerate(sets["train"].video_ids) if v in val_ids]
-    return DataBundle("faceforensics", sets["train"], sets["test"], sets["train"].labels, CLASSES, 3,
+    val = None if options.train_split == "train+val" else [i for i, v in enumerate(train.video_ids) if v in val_ids]
+    return DataBundle("faceforensics", train, test, train.labels, CLASSES, 3,
                       options.frame_size, VIDEO_MEAN, VIDEO_STD, hflip=True, frames=options.frames, balanced=True,
                       val_indices=val)

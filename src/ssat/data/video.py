@@ -311,4 +311,10 @@ def load_clips(videos: Sequence[Video], root: Path, options, split: str) -> Clip
     return ClipDataset(np.concatenate(clips), labels, ids) if clips else ClipDataset.empty(options)
 
 
+def load_splits(root: Path, options, train: Sequence[Video], test: Sequence[Video]) -> tuple[ClipDataset, ClipDataset]:
+    """The (train, test) clips of a video set; a split the caller does not read (`options.splits`) stays empty."""
+    return tuple(load_clips(videos, root, options, part) if part in options.splits else ClipDataset.empty(options)
+                 for part, videos in (("train", train), ("test", test)))
+
+
 VIDEO_MEAN, VIDEO_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # VideoMAE normalises with ImageNet's

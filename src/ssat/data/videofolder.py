@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ssat.data.imagefolder import scan_classes
 from ssat.data.registry import DataBundle, register_dataset
-from ssat.data.video import VIDEO_MEAN, VIDEO_STD, ClipDataset, Video, VideoOptions, is_video, load_clips
+from ssat.data.video import VIDEO_MEAN, VIDEO_STD, Video, VideoOptions, is_video, load_splits
 from ssat.errors import UserError
 
 
@@ -20,10 +20,8 @@ def load_videofolder(root, download, options) -> DataBundle:
     if test_classes != classes:
         raise UserError(f"{test_dir} has classes {test_classes[:5]} but train/ has {classes[:5]}; both splits need "
                         f"the same class folders")
-    sets = {}
-    for part, paths, labels in (("train", train_paths, train_labels), ("test", test_paths, test_labels)):
-        videos = [Video(p, y, p.relative_to(root).with_suffix("").as_posix()) for p, y in zip(paths, labels)]
-        sets[part] = load_clips(videos, root, options, part) if part in options.splits else \
-            ClipDataset.empty(options)
-    return DataBundle("videofolder", sets["train"], sets["test"], sets["train"].labels, classes, 3,
+    listed = lambda paths, labels: [Video(p, y, p.relative_to(root).with_suffix("").as_posix())  # noqa: E731
+                                    for p, y in zip(paths, labels)]
+    train, test = load_splits(root, options, listed(train_paths, train_labels), listed(test_paths, test_labels))
+    return DataBundle("videofolder", train, test, train.labels, classes, 3,
                       options.frame_size, VIDEO_MEAN, VIDEO_STD, hflip=True, frames=options.frames)
