@@ -77,8 +77,9 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_roo
         raise UserError(f"the checkpoint takes {meta['in_chans']}-channel images but {name} has "
                         f"{data.in_chans}; evaluate on a data set like the one it was trained on")
     if data.frames != meta.get("frames", 0):
-        raise UserError(f"the checkpoint takes {meta.get('frames') or 'no'} clips of frames but {name} gives "
-                        f"{data.frames or 'images'}; evaluate on data like the one it was trained on")
+        what = lambda n: f"clips of {n} frames" if n else "images"  # noqa: E731
+        raise UserError(f"the checkpoint reads {what(meta.get('frames', 0))} but {name} holds {what(data.frames)}; "
+                        f"evaluate on data like the one it was trained on")
     amp_dtype, _ = resolve_precision(cfg.precision, dev)
     if data.frames:  # clips: resized once, normalised in memory, scored per clip and per video
         if perturb:
