@@ -14,7 +14,7 @@ from ssat.auxtasks import AUX_TASKS, AUX_VIEWS
 from ssat.config import Config, default_patch_size
 from ssat.errors import UserError
 from ssat.methods import METHODS
-from ssat.models import MODELS
+from ssat.models import MODELS, input_shape
 from ssat.objective import build_model
 
 SIZES = (8, 28, 32, 64)
@@ -55,7 +55,7 @@ def one_step(model: str, method: str, aux, size: int) -> None:
     frames = FRAMES if MODELS[model].capabilities.video else 0  # video models read clips, image models images
     net = build_model(cfg, num_classes=3, in_chans=1 if size in (8, 28) else 3, frames=frames)
     two_views = AUX_VIEWS.get(aux, 1) == 2
-    x = torch.randn(4, net.backbone.in_chans, *((frames,) if frames else ()), size, size)
+    x = torch.randn(4, *input_shape(net.backbone.in_chans, size, frames))
     y = torch.tensor([0, 1, 2, 0])
     optimizer = engine.build_optimizer(net, 1e-3, 0.05, torch.device("cpu"))
     before = [p.detach().clone() for p in net.backbone.parameters() if p.requires_grad]

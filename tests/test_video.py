@@ -344,10 +344,10 @@ def test_every_method_trains_on_faceforensics_and_evaluates_across_manipulations
                                                            "clip_cache", "manipulations")}), "--json")
     info = json.loads(capsys.readouterr().out)
     assert info["frames"] == 4 and info["image_size"] == [16, 16] and info["classes"] == 2
-    if pytest.importorskip("matplotlib"):
-        run_cli("reconstruct", "--checkpoint", tmp_path / "ssat", "--out", tmp_path / "rec.png", "--n", "2")
-        drawn = json.loads(capsys.readouterr().out)
-        assert drawn["clips"] == 2 and drawn["frames"] == 4 and (tmp_path / "rec.png").stat().st_size > 1000
+    pytest.importorskip("matplotlib")  # the rest needs the report extra
+    run_cli("reconstruct", "--checkpoint", tmp_path / "ssat", "--out", tmp_path / "rec.png", "--n", "2")
+    drawn = json.loads(capsys.readouterr().out)
+    assert drawn["clips"] == 2 and drawn["frames"] == 4 and (tmp_path / "rec.png").stat().st_size > 1000
 
 
 def test_bench_times_a_video_step(capsys, shallow_backbones):
@@ -358,7 +358,8 @@ def test_bench_times_a_video_step(capsys, shallow_backbones):
     assert result["model"] == "video_vit_tiny" and result["frames"] == 4 and result["loader_images_per_s"] > 0
 
 
-def test_cross_manipulation_sweep_makes_the_report_table(ff_root, cdf_root, tmp_path, shallow_backbones):
+def test_cross_manipulation_sweep_makes_the_report_table(ff_root, cdf_root, tmp_path, shallow_backbones,
+                                                         monkeypatch):
     base = {**VIDEO, "dataset": "faceforensics", "data_root": str(ff_root), "clip_cache": str(tmp_path / "cache")}
     spec = {"name": "cross", "out": str(tmp_path / "runs"), "base": base,
             "grid": {"method": ["ssat"], "manipulations": ["Deepfakes", "FaceSwap"]},
@@ -379,6 +380,10 @@ def test_cross_manipulation_sweep_makes_the_report_table(ff_root, cdf_root, tmp_
     table = (tmp_path / "report" / "cross_video_auc.csv").read_text().splitlines()
     assert table[0].split(",")[3:] == ["celebdf", "faceforensics:Deepfakes", "faceforensics:FaceSwap"]
     assert len(table) == 3 and all(cell for cell in table[1].split(",")[3:])
+    # a sweep run again evaluates nothing it has already evaluated
+    import ssat.inference
+    monkeypatch.setattr(ssat.inference, "evaluate_checkpoint", lambda *a, **k: pytest.fail("evaluated again"))
+    run_cli("sweep", path)
 
 
 def test_without_the_video_extra_reading_a_video_names_it(tmp_path, monkeypatch):

@@ -223,9 +223,9 @@ def evaluate(classifier: nn.Module, loader, *, device: torch.device, amp_dtype: 
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             logits = classifier(images).float()
-        if groups is not None:
-            probs.append(logits.softmax(-1).cpu())
-            labels.append(targets.cpu())
+        if groups is not None:  # kept on the device; one transfer at the end
+            probs.append(logits.softmax(-1))
+            labels.append(targets)
         acc1, acc5 = topk_correct(logits, targets)
         loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
         totals += torch.stack([loss.double(), acc1.double(), acc5.double(),
@@ -235,5 +235,5 @@ def evaluate(classifier: nn.Module, loader, *, device: torch.device, amp_dtype: 
         raise UserError("the evaluation set is empty; check the data set's test/val split")
     result = {"acc1": 100 * correct1 / seen, "acc5": 100 * correct5 / seen, "loss": loss / seen, "n": int(seen)}
     if groups is not None and world.size == 1:
-        result.update(clip_and_video_metrics(torch.cat(probs), torch.cat(labels), groups))
+        result.update(clip_and_video_metrics(torch.cat(probs).cpu(), torch.cat(labels).cpu(), groups))
     return result

@@ -89,7 +89,7 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_roo
                               std=meta["std"])
         result = {"checkpoint": str(checkpoint), "dataset": name, **overrides,
                   **engine.evaluate(model, loader, device=dev, amp_dtype=amp_dtype, groups=data.test.video_ids)}
-        _record(checkpoint, "evaluations", ":".join([name, *map(str, overrides.values())]), result)
+        _record(checkpoint, "evaluations", evaluation_key(name, overrides), result)
         return result
     test = Perturbed(data.test, perturb, perturb_seed) if perturb else data.test
     loader = DataLoader(Transformed(test, eval_transform(cfg, meta["mean"], meta["std"])),
@@ -103,6 +103,11 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_roo
             key = result["perturb"] if perturb_seed == 0 else f"{result['perturb']}@seed{perturb_seed}"
             _record(checkpoint, "perturbed", key, result)
     return result
+
+
+def evaluation_key(dataset: str, overrides: dict) -> str:
+    """Where an evaluation is kept in summary.json's "evaluations": 'faceforensics:Face2Face', 'celebdf', ..."""
+    return ":".join([dataset, *(str(overrides[k]) for k in sorted(overrides) if overrides[k] is not None)])
 
 
 def _record(checkpoint: str, section: str, key: str, result: dict) -> None:

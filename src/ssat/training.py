@@ -31,7 +31,7 @@ from ssat.data.prepare import load_for
 from ssat.distributed import World
 from ssat.errors import UserError, first_line
 from ssat.methods import METHODS
-from ssat.models import MODELS
+from ssat.models import MODELS, input_shape
 from ssat.objective import SSATModel, build_model
 from ssat.tracking import Tracker
 from ssat.runs import RunDir, atomic_write_text, load_checkpoint, load_trained, rng_state, save_checkpoint, \
@@ -55,10 +55,6 @@ def data_meta(data: DataBundle) -> dict:
     return {"classes": data.classes, "in_chans": data.in_chans, "mean": list(data.mean), "std": list(data.std),
             **({"frames": data.frames} if data.frames else {})}
 
-
-def input_shape(cfg: Config, in_chans: int, frames: int = 0) -> tuple[int, ...]:
-    """One input of a run: (C, H, W) for images, (C, T, H, W) for clips."""
-    return (in_chans, *((frames,) if frames else ()), cfg.img_size, cfg.img_size)
 
 
 def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str], None]] = None,
@@ -270,7 +266,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
 
         costs = {}
         if world.is_main:  # FLOPs of synthetic images of the run's shape, counted on a copy of the model
-            probe = torch.randn(2, *input_shape(cfg, data.in_chans, data.frames), device=device)
+            probe = torch.randn(2, *input_shape(data.in_chans, cfg.img_size, data.frames), device=device)
             costs = cost.model_costs(model, probe, torch.zeros(2, dtype=torch.long, device=device),
                                      probe.flip(-1) if cfg.two_views else None)
             if device.type == "cuda":

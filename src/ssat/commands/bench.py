@@ -23,7 +23,7 @@ from ssat.data.memory import MemoryLoader
 from ssat.data.transforms import crop_mode
 from ssat.errors import UserError
 from ssat.flops import train_flops_per_image
-from ssat.models import MODELS
+from ssat.models import MODELS, input_shape
 from ssat.hostmem import keep_freed_memory
 from ssat.objective import build_model
 from ssat.runs import seed_everything
@@ -52,6 +52,11 @@ def matmul_peak_gflops(device: torch.device, dtype: Optional[torch.dtype], secon
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
+def clip_frames(cfg: Config) -> int:
+    """Video models are timed on clips of --frames frames; 0 for image models."""
+    return cfg.frames if MODELS[cfg.model].capabilities.video else 0
+
+
 class StepTimer:
     """One method's training step, exactly as `ssat train` runs it (engine.train_one_epoch), on a fixed batch."""
 
@@ -59,14 +64,13 @@ class StepTimer:
         seed_everything(cfg.seed)
         self.cfg, self.device = cfg, device
         self.amp_dtype, needs_scaler = resolve_precision(cfg.precision, device)
-        frames = cfg.frames if MODELS[cfg.model].capabilities.video else 0  # video models: clips of --frames
+        frames = clip_frames(cfg)
         self.model = build_model(cfg, num_classes=classes, in_chans=3, frames=frames).to(device)
         self.optimizer = engine.build_optimizer(self.model, 1e-4, cfg.weight_decay, device)
         self.scheduler = engine.build_scheduler(self.optimizer, epochs=1, warmup_epochs=0,
                                                 updates_per_epoch=1_000_000, min_lr=1e-6)
         self.scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
-        self.images = torch.randn(cfg.batch_size, 3, *((frames,) if frames else ()), cfg.img_size, cfg.img_size,
-                                  device=device)
+        self.images = torch.randn(cfg.batch_size, *input_shape(3, cfg.img_size, frames), device=device)
         self.targets = torch.randint(0, classes, (cfg.batch_size,), device=device)
         self.flops = train_flops_per_image(self.model, self.images, self.targets)
         self.step_model = torch.compile(self.model) if cfg.compile else self.model
@@ -124,8 +128,7 @@ def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> floa
     asked) on `device`."""
     seed_everything(cfg.seed)
     n = cfg.batch_size * batches
-    frames = (cfg.frames,) if MODELS[cfg.model].capabilities.video else ()
-    images = torch.randint(0, 256, (n, 3, *frames, cfg.img_size, cfg.img_size), dtype=torch.uint8)
+    images = torch.randint(0, 256, (n, *input_shape(3, cfg.img_size, clip_frames(cfg))), dtype=torch.uint8)
     augment = BatchAugment(size=cfg.img_size, crop=crop_mode(cfg), hflip=True, rand_augment=cfg.rand_augment,
                            reprob=cfg.reprob, mean=(0.5,) * 3, std=(0.25,) * 3)
     loader = MemoryLoader(images, [0] * n, batch_size=cfg.batch_size, device=device, mean=(0.5,) * 3,
@@ -149,7 +152,7 @@ def bench(cfg: Config, *, compare: bool, steps: int, warmup: int, classes: int, 
     method, compile = cfg.method, cfg.compile
     amp_dtype, _ = resolve_precision(cfg.precision, device)
     result = {"model": cfg.model, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
-              "frames": cfg.frames if MODELS[cfg.model].capabilities.video else None,
+              "frames": clip_frames(cfg) or None,
               "batch_size": cfg.batch_size, "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
               or platform.machine(), "threads": torch.get_num_threads(),

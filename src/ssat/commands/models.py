@@ -11,7 +11,7 @@ from ssat.config import Config, default_patch_size
 from ssat.errors import UserError
 from ssat.flops import inference_flops_per_image
 from ssat.methods import METHODS
-from ssat.models import MODELS, build_backbone
+from ssat.models import MODELS, build_backbone, input_shape
 
 
 def describe(img_size: int = 32, in_chans: int = 3, num_classes: int = 10) -> list[dict]:
@@ -24,7 +24,7 @@ def describe(img_size: int = 32, in_chans: int = 3, num_classes: int = 10) -> li
         frames = Config.frames if spec_caps.video else 0
         backbone = build_backbone(name, img_size=img_size, patch_size=patch, in_chans=in_chans,
                                   num_classes=num_classes, frames=frames)
-        x = torch.randn(1, in_chans, *((frames,) if frames else ()), img_size, img_size)
+        x = torch.randn(1, *input_shape(in_chans, img_size, frames))
         rows.append({"model": name, "description": spec.description, "img_size": img_size, "patch_size": patch,
                      "frames": frames or None,
                      "params_m": round(sum(p.numel() for p in backbone.parameters()) / 1e6, 2),

@@ -36,9 +36,12 @@ def mark_data_variants(runs: list[dict]) -> list[dict]:
     differ between runs on the same data set, e.g. the FaceForensics++ manipulations a run trained on; runs that
     differ there are different settings, never pooled."""
     options = lambda r: r.get("data_options") or {}  # noqa: E731
+    values = defaultdict(lambda: defaultdict(set))  # data set -> option -> the values its runs had
     for r in runs:
-        same = [q for q in runs if q["dataset"] == r["dataset"]]
-        varying = sorted(k for k in options(r) if len({str(options(q).get(k)) for q in same}) > 1)
+        for k in options(r):
+            values[r["dataset"]][k].add(str(options(r)[k]))
+    for r in runs:
+        varying = sorted(k for k, seen in values[r["dataset"]].items() if len(seen) > 1 and k in options(r))
         r["data_variant"] = ":".join(str(options(r)[k]) for k in varying) or None
     return runs
 
@@ -105,9 +108,10 @@ CROSS = {"video_auc": "video-level AUC (x100)", "auc": "clip-level AUC (x100)", 
 
 def cross_table(runs: list[dict], key: str = "video_auc") -> list[list[str]]:
     """Runs evaluated on other test sets (`ssat eval`, a sweep's `eval_on`): rows = recipe + what it trained on
-    (its data set options, e.g. the FaceForensics++ manipulations), columns = the test sets; mean ± std over seeds."""
+    (its data set options that vary, `mark_data_variants`, which must have run), columns = the test sets; mean ±
+    std over seeds."""
     cells = defaultdict(list)
-    for r in mark_data_variants(runs):
+    for r in runs:
         row = (r["model"], method_label(r), r["dataset"] + (f":{r['data_variant']}" if r["data_variant"] else ""))
         for target, result in (r.get("evaluations") or {}).items():
             if result.get(key) is not None:
@@ -312,12 +316,12 @@ def report(runs_dir: str, out: str | None = None) -> dict:
         gains = paired_gains(runs, k)
         if len(gains) > 1:
             sections.append(f"Paired by seed ({k}):\n\n{markdown(gains)}\n")
-    for k, title in CROSS.items():  # video runs evaluated across manipulations / data sets
-        cross = cross_table(runs, k)
-        if len(cross) > 1:
-            sections.append(f"## Cross evaluation: {title}\n\nrows: what each run trained on; columns: the test set "
-                            f"(data set:manipulations); mean ± std over seeds\n\n{markdown(cross)}\n")
-            write_csv(out_dir / f"cross_{k}.csv", cross)
+    # video runs evaluated across manipulations / data sets: each table computed once, for md, csv and html
+    crosses = {k: table for k in CROSS if len(table := cross_table(runs, k)) > 1}
+    for k, cross in crosses.items():
+        sections.append(f"## Cross evaluation: {CROSS[k]}\n\nrows: what each run trained on; columns: the test set "
+                        f"(data set:manipulations); mean ± std over seeds\n\n{markdown(cross)}\n")
+        write_csv(out_dir / f"cross_{k}.csv", cross)
     (out_dir / "results.md").write_text("\n".join(sections))
     (out_dir / "cost.md").write_text(markdown(costs) + "\n")
     write_csv(out_dir / "results.csv", results_table(runs, shown[0]))
@@ -338,8 +342,8 @@ def report(runs_dir: str, out: str | None = None) -> dict:
             f"<h1>ssat report: {html.escape(runs_dir)}</h1><p>{len(runs)} runs. Top-1 accuracy (%), "
             "mean ± std over seeds; in brackets the gain over scratch with the same model, data and epochs.</p>"
             + "".join(f"<h2>{html.escape(METRICS[k])}</h2>{html_table(results_table(runs, k))}" for k in shown)
-            + "".join(f"<h2>Cross evaluation: {html.escape(title)}</h2>{html_table(cross_table(runs, k))}"
-                      for k, title in CROSS.items() if len(cross_table(runs, k)) > 1)
+            + "".join(f"<h2>Cross evaluation: {html.escape(CROSS[k])}</h2>{html_table(cross)}"
+                      for k, cross in crosses.items())
             + f"<h2>Cost</h2>{html_table(costs)}<h2>Plots</h2>{images}"
             "</body></html>")
     (out_dir / "index.html").write_text(page)

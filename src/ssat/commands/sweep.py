@@ -126,11 +126,17 @@ EVAL_ON_KEYS = {"dataset", "data_root", "manipulations", "domain"}
 
 
 def _evaluations(folder: Path, targets: list) -> None:
-    """Evaluate a finished run on other test sets (`eval_on`); results land in its summary.json's "evaluations"."""
-    from ssat.inference import evaluate_checkpoint
+    """Evaluate a finished run on other test sets (`eval_on`); results land in its summary.json's "evaluations"
+    (one already there is not evaluated again: a resumed sweep only adds what is missing)."""
+    from ssat.inference import evaluate_checkpoint, evaluation_key
+    summary = json.loads((folder / "summary.json").read_text())
     for target in targets:
         if not isinstance(target, dict) or set(target) - EVAL_ON_KEYS:
             raise UserError(f"sweep: eval_on entry {target!r} must be a mapping of {', '.join(sorted(EVAL_ON_KEYS))}")
+        key = evaluation_key(target.get("dataset") or summary["dataset"],
+                             {k: target.get(k) for k in ("manipulations", "domain")})
+        if key in summary.get("evaluations", {}):
+            continue
         evaluate_checkpoint(str(folder), target.get("dataset"), target.get("data_root"),
                             manipulations=target.get("manipulations"), domain=target.get("domain"))
 

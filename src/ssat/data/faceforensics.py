@@ -29,8 +29,7 @@ class FaceForensicsOptions(VideoOptions):
                            choices="raw,c23,c40")
 
     @staticmethod
-    def check(cfg) -> None:
-        VideoOptions.check(cfg)
+    def check(cfg) -> None:  # VideoOptions' fields are checked by its own check (celebdf, videofolder register it)
         parse_manipulations(cfg.manipulations)
         if cfg.compression not in COMPRESSIONS:
             raise UserError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got '{cfg.compression}'")

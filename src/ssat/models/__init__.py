@@ -4,9 +4,9 @@
 import importlib
 import pkgutil
 
-from ssat.models.registry import MODELS, Capabilities, ModelSpec, build_backbone, register_model
+from ssat.models.registry import MODELS, Capabilities, ModelSpec, build_backbone, input_shape, register_model
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["MODELS", "Capabilities", "ModelSpec", "build_backbone", "register_model"]
+__all__ = ["MODELS", "Capabilities", "ModelSpec", "build_backbone", "input_shape", "register_model"]

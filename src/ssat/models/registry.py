@@ -7,7 +7,7 @@ features the head reads, `no_weight_decay()`, `in_chans`, `num_features`) plus w
 `mask_token` -> `forward_with_mask_token(x, mask, token)`, `img_size`, `stem_stride`, `stem_dim`, `total_stride`;
 `layer_decay` -> `encoder.group_matcher`; `token_grid` -> `encoder.blocks` over a patch grid (Grad-CAM, rollout);
 `timm_export` -> `timm_name` / `timm_kwargs` rebuild it in plain timm; `video` -> it reads (B, C, T, H, W) clips,
-its tokens are tubelets, `grid_size` is (time, rows, columns), `tubelet` and `frames` are set. Combinations a
+its tokens are tubelets, `grid_size` is (time, rows, columns), `tubelet` is set. Combinations a
 backbone does not support are refused with one line when a model is built. A new family is one new file in this
 package that calls `register_model` (the package imports every module in it), with its own options if it needs
 any."""
@@ -61,6 +61,11 @@ def register_model(name: str, builder: Callable[..., nn.Module], description: st
     `cfg`); builders that declare none are not passed `cfg`."""
     declare_options(f"model '{name}'", options)
     MODELS[name] = ModelSpec(name, builder, description, kwargs, capabilities, options)
+
+
+def input_shape(in_chans: int, img_size: int, frames: int = 0) -> tuple[int, ...]:
+    """One input of a backbone: (C, H, W) for images, (C, T, H, W) for clips of `frames` frames."""
+    return (in_chans, *((frames,) if frames else ()), img_size, img_size)
 
 
 def build_backbone(name: str, *, img_size: int, patch_size: int, in_chans: int, num_classes: int,

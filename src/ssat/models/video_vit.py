@@ -94,10 +94,6 @@ class VideoViTBackbone(TimmViT):
                 encoder.pos_embed[0, encoder.num_prefix_tokens:] = table
             encoder.pos_embed.requires_grad_(False)
 
-    @property
-    def frames(self) -> int:
-        return self.encoder.patch_embed.frames
-
 
 @dataclass
 class VideoModelOptions:
