@@ -300,6 +300,13 @@ def test_models_and_tasks_refuse_the_other_modality():
         build_backbone("vit_tiny", img_size=16, patch_size=8, in_chans=3, num_classes=2, frames=4, cfg=cfg)
     from ssat.auxtasks import build_aux, resolve_aux
     net = backbone()
+    with pytest.raises(UserError, match=r"takes clips of 4 frames of 16 px, got a batch of shape \(2, 3, 8, 16, 16\)"):
+        net(torch.randn(2, 3, 8, 16, 16))
+    from ssat.data.loaders import use_memory_loader
+    from ssat.data.registry import DataBundle
+    clips = DataBundle("v", None, None, [], ["a"], 3, 16, (0,) * 3, (1,) * 3, frames=4)
+    with pytest.raises(UserError, match="video clips, which take the in-memory path only; use --loader auto"):
+        use_memory_loader(Config.from_dict({"loader": "pil", "dataset": "videofolder"}), clips)
     assert resolve_aux("auto", net.capabilities) == "videomae"
     with pytest.raises(UserError, match="--aux mae needs a backbone that reads images .* use --aux videomae"):
         build_aux("mae", net, cfg)
