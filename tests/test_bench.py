@@ -2,6 +2,7 @@
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,7 +74,7 @@ def test_matmul_peak_is_measured():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--steps", "0"], "--steps, --warmup and --classes must be at least 1"),
+    (["--steps", "0"], "--steps, --warmup, --classes and --profile-steps must be at least 1"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),  # the same check as `ssat train`
     (["--img-size", "30"], "--img-size 30 is not a multiple of --patch-size 4"),
     (["--method", "pretrain"], "ssat bench times --method scratch or ssat"),
@@ -90,3 +91,42 @@ def test_bench_times_the_decoder_heads_asked_for(capsys):
     # the value reaches the model's config: one that does not divide the decoder's width is refused there
     assert main(["bench", "--device", "cpu", "--decoder-heads", "3"]) == 2
     assert "--decoder-dim (128) must be divisible by --decoder-heads (3)" in capsys.readouterr().err
+
+
+TINY = ["bench", "--model", "vit_test", "--img-size", "8", "--patch-size", "2", "--batch-size", "4", "--steps", "1",
+        "--warmup", "1", "--no-peak", "--device", "cpu"]
+
+
+def test_bench_profile_says_where_each_steps_time_goes(capsys, tmp_path):
+    assert main([*TINY, "--compare", "--profile", str(tmp_path), "--profile-steps", "2"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    for side in (r, r["compare"]):
+        p = side["profile"]
+        assert p["steps"] == 2 and p["ms_per_step"] > 0
+        assert p["host_syncs_per_step"] == 0  # a CPU never waits for a device
+        times = [op["ms_per_step"] for op in p["top_ops"]]
+        assert len(times) == 10 and times == sorted(times, reverse=True) and times[0] > 0
+        assert json.loads(Path(p["trace"]).read_text())["traceEvents"]  # a Chrome trace per method
+    assert {Path(r["profile"]["trace"]).name, Path(r["compare"]["profile"]["trace"]).name} == {
+        "trace-ssat.json", "trace-scratch.json"}
+    # the SSAT step dispatches more ops than scratch's: a second encoder pass and a decoder
+    assert r["profile"]["aten_ops_per_step"] > 1.3 * r["compare"]["profile"]["aten_ops_per_step"]
+
+
+def test_bench_times_a_whole_in_memory_epoch_against_its_steps(capsys):
+    assert main([*TINY, "--epoch-images", "10"]) == 0
+    epoch = json.loads(capsys.readouterr().out)["epoch"]
+    assert epoch["images"] == 10 and epoch["steps"] == 2  # full batches of 4 only, as in training
+    assert epoch["epoch_s"] > 0 and epoch["steps_s"] > 0
+    assert epoch["epoch_over_steps"] == pytest.approx(epoch["epoch_s"] / epoch["steps_s"], rel=0.05)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--profile-steps", "0"], "--profile-steps must be at least 1"),
+    (["--epoch-images", "-1"], "--epoch-images must be 0 (off) or a number of images, got -1"),
+    (["--compile-mode", "fast"], "unknown compile-mode 'fast'; choose one of: default, max-autotune"),
+])
+def test_bench_rejects_bad_profile_and_epoch_values(capsys, argv, message):
+    assert main(["bench", "--device", "cpu", "--no-peak", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -71,3 +71,14 @@ def test_bf16_matches_fp32_on_cuda(tiny_cfg):
         with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
             losses.append(model(x, y).loss.item())
     assert losses[1] == pytest.approx(losses[0], rel=1e-2)
+
+
+def test_bench_profile_on_cuda_counts_kernels_and_finds_no_host_sync(capsys, tmp_path):
+    assert main(["bench", "--model", "vit_test", "--img-size", "8", "--patch-size", "2", "--batch-size", "8",
+                 "--steps", "2", "--warmup", "2", "--no-peak", "--device", "cuda", "--profile", str(tmp_path),
+                 "--epoch-images", "64"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    p = r["profile"]
+    assert p["host_syncs_per_step"] == 0 and p["kernels_per_step"] > 10
+    assert 0 < p["device_busy"] <= 1.05 and p["device_ms_per_step"] > 0
+    assert r["epoch"]["steps"] == 8 and r["epoch"]["epoch_over_steps"] > 0

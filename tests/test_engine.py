@@ -1,7 +1,9 @@
+import copy
+
 import pytest
 import torch
 
-from ssat.engine import build_scheduler, topk_correct, train_one_epoch
+from ssat.engine import build_optimizer, build_scheduler, topk_correct, train_one_epoch
 from ssat.objective import build_model
 
 
@@ -74,3 +76,35 @@ def test_gradient_clipping_bounds_the_update(tiny_cfg):
     train_one_epoch(model, [(x, y)], opt, _Sched(), torch.amp.GradScaler("cpu", enabled=False), epoch=0,
                     device=torch.device("cpu"), amp_dtype=None, clip_grad=0.01)
     assert norms[0].item() == pytest.approx(0.01, rel=1e-3)
+
+
+def test_the_optimizer_is_fused_adamw_with_the_plain_loops_updates(tiny_cfg):
+    # The fused kernel is the CPU default too (a third of the loop's time); it must update exactly as AdamW does,
+    # weight decay skipped on the same parameters.
+    cfg = tiny_cfg(method="ssat", img_size=8, patch_size=2)
+    torch.manual_seed(0)
+    fused_model = build_model(cfg, num_classes=10, in_chans=1)
+    plain_model = copy.deepcopy(fused_model)
+    fused = build_optimizer(fused_model, 1e-2, 0.05, torch.device("cpu"))
+    assert all(group["fused"] for group in fused.param_groups)
+    params = dict(plain_model.named_parameters())
+    plain = torch.optim.AdamW([{"params": [params[n] for n in names], "weight_decay": g["weight_decay"]}
+                               for g, names in zip(fused.param_groups, _group_names(fused_model, fused))],
+                              lr=1e-2, foreach=False)
+    assert not any(group["fused"] for group in plain.param_groups)
+    assert {g["weight_decay"] for g in fused.param_groups} == {0.0, 0.05}
+    # Random gradients, not the model's: a key bias's true gradient is zero, so Adam would amplify the last bits
+    # of its rounding noise into lr-sized differences.
+    for model, opt in ((fused_model, fused), (plain_model, plain)):
+        torch.manual_seed(1)
+        for _ in range(3):
+            for p in model.parameters():
+                p.grad = torch.randn_like(p)
+            opt.step()
+    for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _group_names(model, optimizer):
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]

@@ -182,14 +182,21 @@ def build_parser() -> Parser:
     bn.add_argument("--classes", type=int, default=10, help="classifier outputs [default: 10]")
     bn.add_argument("--data", action="store_true", help="also time the in-memory data path (default augmentation)")
     bn.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak (about 1 s)")
+    bn.add_argument("--profile", metavar="DIR", help="also profile each method's step (torch.profiler): kernels, "
+                    "device vs host time, host syncs and the costliest ops per step; Chrome traces into DIR")
+    bn.add_argument("--profile-steps", type=int, default=5, help="steps profiled with --profile [default: 5]")
+    bn.add_argument("--epoch-images", type=int, default=0, metavar="N",
+                    help="also time one epoch of N generated in-memory images (e.g. 50000, CIFAR's size) against "
+                         "its steps' time [default: 0, off]")
     return parser
 
 
 # `ssat bench` times a step built from these Config options (None: Config's default; else bench's own).
 BENCH_OPTIONS = {"model": None, "img_size": 32, "patch_size": 4, "batch_size": 128, "method": None,
                  "decoder_dim": None, "decoder_depth": None, "decoder_heads": None, "lam": None, "balance": None,
-                 "mask_ratio": None, "device": None, "precision": None, "compile": None, "global_pool": None,
-                 "frames": None, "tubelet_size": None, "norm_pix_loss": None}  # the last four: video models
+                 "mask_ratio": None, "device": None, "precision": None, "compile": None, "compile_mode": None,
+                 "global_pool": None, "norm_pix_loss": None,
+                 "frames": None, "tubelet_size": None}  # video models
 
 # command -> "module:function(args) -> exit code"; each module is imported only when used (`ssat --help` stays fast).
 COMMANDS = {"train": "ssat.commands.train:main", "pretrain": "ssat.commands.train:main_pretrain",

@@ -151,6 +151,9 @@ class CoreConfig:
                               "no network call)", "run")
     energy: bool = opt(True, "measure energy / CO2 with codecarbon (--no-energy to skip)", "run")
     compile: bool = opt(False, "torch.compile the model (slow first steps; pays off on long GPU runs)", "run")
+    compile_mode: str = opt("default", "torch.compile mode with --compile: 'default', 'reduce-overhead' (also CUDA "
+                                       "graphs, on a GPU), 'max-autotune' or 'max-autotune-no-cudagraphs'", "run",
+                            choices="default,reduce-overhead,max-autotune,max-autotune-no-cudagraphs")
     out: Optional[str] = opt(None, "run directory (default: runs/<dataset>-<model>-<method>-s<seed>)", "run")
     quiet: bool = opt(False, "no progress bar or per-epoch lines", "run")
     log: str = opt("none", "also log per-step losses, their weights and the lr, and per-epoch metrics: "
@@ -329,7 +332,7 @@ def default_patch_size(img_size: int, model: str = "vit_tiny") -> int:
 
 # What may differ when a run is resumed: where/how it runs and how long, and the step size (to go on after a
 # divergence); never what it computes.
-RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "country", "energy",
+RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "compile_mode", "country", "energy",
              "lr", "blr", "clip_grad", "log", "log_every"}
 
 PRESETS = Path(__file__).parent / "presets"

@@ -251,10 +251,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         if world.distributed:
             step_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
-            if cfg.deterministic:  # compiled kernels draw masks from torch's generator too, as in eager mode
-                from torch._inductor import config as inductor_config
-                inductor_config.fallback_random = True
-            step_model = torch.compile(step_model)
+            step_model = engine.compile_model(step_model, cfg.compile_mode, cfg.deterministic)
 
         n_params = sum(p.numel() for p in model.backbone.parameters())
         n_params_train = sum(p.numel() for p in model.parameters() if p.requires_grad)

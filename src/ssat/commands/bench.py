@@ -2,7 +2,9 @@
 
 Reports images/s, ms per step, achieved GFLOP/s (FLOPs from PyTorch's counter, ssat/flops.py) and that as a
 fraction of the measured dense-matmul peak of the precision used; `--compare` adds the other method and the
-SSAT/scratch step-time ratio; `--data` times the in-memory data path (augmentation included) beside the step."""
+SSAT/scratch step-time ratio; `--data` times the in-memory data path (augmentation included) beside the step;
+`--profile` says where a step's time goes (kernels, device vs host time, host syncs, the costliest ops);
+`--epoch-images N` times a whole epoch of N generated in-memory images against its steps' time."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import json
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Optional
 
 import torch
+from torch.autograd import DeviceType
 
 from ssat import engine
 from ssat.engine import resolve_device, resolve_precision
@@ -27,6 +31,10 @@ from ssat.models import MODELS, input_shape
 from ssat.hostmem import keep_freed_memory
 from ssat.objective import build_model
 from ssat.runs import seed_everything
+
+
+# Profiler events at which the host waits for the device.
+HOST_SYNCS = {"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy"}
 
 
 def _sync(device: torch.device) -> None:
@@ -62,7 +70,7 @@ class StepTimer:
 
     def __init__(self, cfg: Config, device: torch.device, classes: int):
         seed_everything(cfg.seed)
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.classes = cfg, device, classes
         self.amp_dtype, needs_scaler = resolve_precision(cfg.precision, device)
         frames = clip_frames(cfg)
         self.model = build_model(cfg, num_classes=classes, in_chans=3, frames=frames).to(device)
@@ -73,7 +81,7 @@ class StepTimer:
         self.images = torch.randn(cfg.batch_size, *input_shape(3, cfg.img_size, frames), device=device)
         self.targets = torch.randint(0, classes, (cfg.batch_size,), device=device)
         self.flops = train_flops_per_image(self.model, self.images, self.targets)
-        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.step_model = engine.compile_model(self.model, cfg.compile_mode) if cfg.compile else self.model
         self.times: list[float] = []
 
     def run(self, n: int) -> float:
@@ -83,6 +91,49 @@ class StepTimer:
         engine.train_one_epoch(self.step_model, [(self.images, self.targets)] * n, self.optimizer, self.scheduler,
                                self.scaler, epoch=0, device=self.device, amp_dtype=self.amp_dtype)
         return (time.perf_counter() - t0) / n
+
+    def profile(self, n: int, trace: Optional[Path] = None) -> dict:
+        """`n` steps under torch.profiler -> per step: device kernels (on a GPU; else the aten ops the host runs),
+        device-busy and host time, host syncs, and the ops with the most self time (device time on a GPU)."""
+        from torch.profiler import ProfilerActivity, profile
+        cuda = self.device.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            seconds = self.run(n)
+        events = prof.events()
+        on_device = [e for e in events if e.device_type == DeviceType.CUDA]
+        syncs = [e for e in events if e.name in HOST_SYNCS]
+        self_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)  # noqa: E731
+        ops = sorted(prof.key_averages(), key=self_time, reverse=True)[:10]
+        result = {"steps": n, "ms_per_step": round(seconds * 1000, 2),
+                  # one read-out ends the profiled epoch (engine.train_one_epoch): the rest are the steps'
+                  "host_syncs_per_step": round(max(len(syncs) - 1, 0) / n, 2),
+                  "top_ops": [{"op": e.key, "ms_per_step": round(self_time(e) / 1000 / n, 3),
+                               "calls_per_step": round(e.count / n, 1)} for e in ops]}
+        if cuda:
+            busy = sum(e.self_device_time_total for e in on_device) / 1000 / n
+            result.update(kernels_per_step=round(len(on_device) / n, 1), device_ms_per_step=round(busy, 2),
+                          device_busy=round(busy / (seconds * 1000), 3))
+        else:
+            result["aten_ops_per_step"] = round(sum(1 for e in events if e.name.startswith("aten::")) / n, 1)
+        if trace is not None:
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            prof.export_chrome_trace(str(trace))
+            result["trace"] = str(trace)
+        return result
+
+    def epoch(self, images: int) -> dict:
+        """One epoch over `images` generated uint8 images held on the device, through the in-memory loader with the
+        default augmentation, exactly as `ssat train` feeds it -> its time against its steps' median time."""
+        loader = synthetic_loader(self.cfg, self.device, images, self.classes)
+        _sync(self.device)
+        t0 = time.perf_counter()
+        engine.train_one_epoch(self.step_model, loader, self.optimizer, self.scheduler, self.scaler, epoch=0,
+                               device=self.device, amp_dtype=self.amp_dtype)
+        seconds = time.perf_counter() - t0
+        steps_s = len(loader) * statistics.median(self.times)
+        return {"images": images, "steps": len(loader), "epoch_s": round(seconds, 4),
+                "steps_s": round(steps_s, 4), "epoch_over_steps": round(seconds / steps_s, 3)}
 
     def result(self, warmup_s: float) -> dict:
         per_step = statistics.median(self.times)
@@ -123,16 +174,22 @@ def paired_ratio_quartiles(a: list[float], b: list[float]) -> list[float]:
     return [q1, q3]
 
 
-def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> float:
-    """Images (clips) per second of the in-memory path's training batches (default augmentation, two views if
-    asked) on `device`."""
-    seed_everything(cfg.seed)
-    n = cfg.batch_size * batches
-    images = torch.randint(0, 256, (n, *input_shape(3, cfg.img_size, clip_frames(cfg))), dtype=torch.uint8)
+def synthetic_loader(cfg: Config, device: torch.device, n: int, classes: int = 1) -> MemoryLoader:
+    """The in-memory training path (default augmentation, two views if asked) over `n` random uint8 images (clips)
+    of the run's shape, generated on `device`."""
+    images = torch.randint(0, 256, (n, *input_shape(3, cfg.img_size, clip_frames(cfg))), dtype=torch.uint8,
+                           device=device)
     augment = BatchAugment(size=cfg.img_size, crop=crop_mode(cfg), hflip=True, rand_augment=cfg.rand_augment,
                            reprob=cfg.reprob, mean=(0.5,) * 3, std=(0.25,) * 3)
-    loader = MemoryLoader(images, [0] * n, batch_size=cfg.batch_size, device=device, mean=(0.5,) * 3,
-                          std=(0.25,) * 3, augment=augment, two_views=cfg.two_views)
+    return MemoryLoader(images, [i % classes for i in range(n)], batch_size=cfg.batch_size, device=device,
+                        mean=(0.5,) * 3, std=(0.25,) * 3, augment=augment, two_views=cfg.two_views)
+
+
+def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> float:
+    """Images (clips) per second of the in-memory path's training batches on `device`."""
+    seed_everything(cfg.seed)
+    n = cfg.batch_size * batches
+    loader = synthetic_loader(cfg, device, n)
     for _ in loader:  # warm-up epoch
         pass
     _sync(device)
@@ -143,8 +200,10 @@ def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> floa
     return n / (time.perf_counter() - t0)
 
 
-def bench(cfg: Config, *, compare: bool, steps: int, warmup: int, classes: int, data: bool, peak: bool) -> dict:
-    """Time `cfg`'s training step (and, with `compare`, the other method's, in turns)."""
+def bench(cfg: Config, *, compare: bool, steps: int, warmup: int, classes: int, data: bool, peak: bool,
+          profile: Optional[Path] = None, profile_steps: int = 5, epoch_images: int = 0) -> dict:
+    """Time `cfg`'s training step (and, with `compare`, the other method's, in turns). `profile`: a folder for the
+    profiler's traces (each method's summary goes into the result); `epoch_images`: also time a whole epoch."""
     if cfg.method not in ("scratch", "ssat"):
         raise UserError(f"ssat bench times --method scratch or ssat, got {cfg.method}")
     device = resolve_device(cfg.device)
@@ -160,7 +219,13 @@ def bench(cfg: Config, *, compare: bool, steps: int, warmup: int, classes: int, 
               "decoder_heads": cfg.decoder_heads, "steps": steps}
     methods = [cfg] + ([Config(**{**cfg.to_dict(), "method": "scratch" if method != "scratch" else "ssat"})]
                        if compare else [])
-    timed, times = time_steps([StepTimer(c, device, classes) for c in methods], steps=steps, warmup=warmup)
+    timers = [StepTimer(c, device, classes) for c in methods]
+    timed, times = time_steps(timers, steps=steps, warmup=warmup)
+    for t, r in zip(timers, timed):
+        if profile is not None:
+            r["profile"] = t.profile(profile_steps, profile / f"trace-{t.cfg.method}.json")
+        if epoch_images:
+            r["epoch"] = t.epoch(epoch_images)
     result.update(timed[0])
     if peak:
         result["peak_gflops_per_s"] = round(matmul_peak_gflops(device, amp_dtype), 1)
@@ -181,14 +246,18 @@ def bench(cfg: Config, *, compare: bool, steps: int, warmup: int, classes: int, 
 
 
 def main(args) -> int:
-    if args.steps < 1 or args.warmup < 1 or args.classes < 1:
-        raise UserError(f"--steps, --warmup and --classes must be at least 1, got {args.steps}, {args.warmup} and "
-                        f"{args.classes}")
+    if min(args.steps, args.warmup, args.classes, args.profile_steps) < 1:
+        raise UserError(f"--steps, --warmup, --classes and --profile-steps must be at least 1, got {args.steps}, "
+                        f"{args.warmup}, {args.classes} and {args.profile_steps}")
+    if args.epoch_images < 0:
+        raise UserError(f"--epoch-images must be 0 (off) or a number of images, got {args.epoch_images}")
     if args.keep_freed_memory:
         keep_freed_memory()
     options = {name: getattr(args, name) for name in Config.__dataclass_fields__ if hasattr(args, name)}
     cfg = Config.from_dict({"img_size": 32, "patch_size": 4, "batch_size": 128, **options},
                            source="command line").validate()
     print(json.dumps(bench(cfg, compare=args.compare, steps=args.steps, warmup=args.warmup, classes=args.classes,
-                           data=args.data, peak=not args.no_peak)), flush=True)
+                           data=args.data, peak=not args.no_peak, profile_steps=args.profile_steps,
+                           profile=Path(args.profile) if args.profile else None,
+                           epoch_images=args.epoch_images)), flush=True)
     return 0
