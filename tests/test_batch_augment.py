@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ssat.data.batch_augment import BatchAugment, RandAugmentPolicy, _equalize, pad_crop, rand_augment, \
     random_erase, random_resized_crop_flip
@@ -134,3 +135,29 @@ def test_sharpness_blend_matches_pil():
         pil = ImageEnhance.Sharpness(Image.fromarray(x[i].permute(1, 2, 0).numpy())).enhance(factor)
         diff = np.abs(ours[i].permute(1, 2, 0).numpy() - np.asarray(pil).astype(float))
         assert diff.max() <= 1, (factor, diff.max())
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("crop", ["pad", "rrc"])
+def test_a_batch_costs_the_same_number_of_ops_at_any_batch_size(crop):
+    # No per-image loop and no branch on the drawn values: the kernels launched per batch are bounded (a GPU step
+    # is launch-bound at small images), whatever the batch size or the draws.
+    augment = BatchAugment(size=16, crop=crop, hflip=True, rand_augment="rand-m9-mstd0.5-inc1", reprob=0.25,
+                           mean=(0.5,) * 3, std=(0.25,) * 3)
+    augment(images(2))  # the first call copies the constants to the device, once
+    counts = set()
+    for n, seed in ((2, 0), (64, 1), (512, 2)):
+        torch.manual_seed(seed)
+        with _CountOps() as ops:
+            augment(images(n, seed=seed))
+        counts.add(ops.calls)
+    assert len(counts) == 1 and counts.pop() < 1000
