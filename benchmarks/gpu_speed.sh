@@ -3,7 +3,8 @@
 # (profiles of scratch and SSAT), eager vs compiled vs compiled + CUDA graphs at ViT-T / 32 px / patch 4 / batch
 # 1024 and at 224 px / patch 16 / batch 256, an epoch of 50,000 in-memory images against its steps' time, and the
 # accuracy check (digits demo config, 3 seeds: eager fp32 vs compiled bf16). Output in $OUT (or ./gpu-out):
-# gpu_speed.log, bench.jsonl, profiles/ (Chrome traces), accuracy.jsonl and summary.md. From the repo root:
+# gpu_speed.log, bench.jsonl (+ bench_stderr.log: compile warnings, e.g. skipped CUDA graphs), profiles/ (Chrome
+# traces), accuracy.jsonl and summary.md. From the repo root:
 #   bash benchmarks/gpu_speed.sh
 # Sections run in order of importance, each cut to what is left of $BUDGET seconds. A CPU smoke test of the script
 # itself (about 10 minutes on 2 cores; compiling dominates):
@@ -26,7 +27,7 @@ limit() { local left=$((BUDGET - SECONDS)); echo $(( left < $1 ? (left > 5 ? lef
 bench() {  # label, seconds, flags...
   local label=$1 seconds; seconds=$(limit "$2"); shift 2
   timeout "$seconds" $PY -m ssat bench --device $DEVICE --precision $PREC --compare --steps $STEPS --warmup 5 "$@" \
-    2>/dev/null | sed "s/^{/{\"label\": \"$label\", /" | tee -a "$OUT/bench.jsonl"
+    2>>"$OUT/bench_stderr.log" | sed "s/^{/{\"label\": \"$label\", /" | tee -a "$OUT/bench.jsonl"
 }
 : > "$OUT/bench.jsonl"; : > "$OUT/accuracy.jsonl"
 {
@@ -95,5 +96,6 @@ for line in (out / "bench.jsonl").read_text().splitlines():
             print(f"\n{r['label']} {side['method']}: host syncs/step {side['profile']['host_syncs_per_step']}; "
                   f"top ops: {ops}")
 PY
+grep -i "skipping cudagraphs\|graph break\|recompil" "$OUT/bench_stderr.log" 2>/dev/null | sort | uniq -c | head -10
 section done
 } 2>&1 | tee "$OUT/gpu_speed.log"
