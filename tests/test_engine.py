@@ -79,8 +79,8 @@ def test_gradient_clipping_bounds_the_update(tiny_cfg):
 
 
 def test_the_optimizer_is_fused_adamw_with_the_plain_loops_updates(tiny_cfg):
-    # The fused kernel is the CPU default too (a third of the loop's time); it must update exactly as AdamW does,
-    # weight decay skipped on the same parameters.
+    # The fused kernel is the CPU default too; it must update exactly as AdamW's loop does, weight decay skipped on
+    # the same parameters.
     cfg = tiny_cfg(method="ssat", img_size=8, patch_size=2)
     torch.manual_seed(0)
     fused_model = build_model(cfg, num_classes=10, in_chans=1)
