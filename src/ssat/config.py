@@ -332,8 +332,8 @@ def default_patch_size(img_size: int, model: str = "vit_tiny") -> int:
 
 # What may differ when a run is resumed: where/how it runs and how long, and the step size (to go on after a
 # divergence); never what it computes.
-RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "compile_mode", "country", "energy",
-             "lr", "blr", "clip_grad", "log", "log_every"}
+RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "compile_mode", "country",
+             "energy", "lr", "blr", "clip_grad", "log", "log_every"}
 
 PRESETS = Path(__file__).parent / "presets"
 

@@ -90,9 +90,6 @@ def rescale_lr(optimizer, scheduler, factor: float) -> None:
         scheduler.warmup_steps = [(v - scheduler.warmup_lr_init) / scheduler.warmup_t for v in scheduler.base_values]
 
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
 def compile_model(model: nn.Module, mode: str = "default", deterministic: bool = False) -> nn.Module:
     """`torch.compile(model, mode=mode)`; 'reduce-overhead' also replays the step's kernels as CUDA graphs (on a
     GPU; a CPU compiles it as 'default'). The model's forward traces as one graph (tested), so nothing falls back
