@@ -125,6 +125,7 @@ def test_bench_times_a_whole_in_memory_epoch_against_its_steps(capsys):
     (["--profile-steps", "0"], "--profile-steps must be at least 1"),
     (["--epoch-images", "-1"], "--epoch-images must be 0 (off) or a number of images, got -1"),
     (["--compile-mode", "fast"], "unknown compile-mode 'fast'; choose one of: default, max-autotune"),
+    (["--profile", "/proc/no-such-folder"], "--profile /proc/no-such-folder: cannot create the folder"),
 ])
 def test_bench_rejects_bad_profile_and_epoch_values(capsys, argv, message):
     assert main(["bench", "--device", "cpu", "--no-peak", *argv]) == 2

@@ -255,6 +255,12 @@ def main(args) -> int:
                         f"{args.warmup}, {args.classes} and {args.profile_steps}")
     if args.epoch_images < 0:
         raise UserError(f"--epoch-images must be 0 (off) or a number of images, got {args.epoch_images}")
+    if args.profile:  # before minutes of timing, not after
+        try:
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--profile {args.profile}: cannot create the folder ({e.strerror}); give a writable "
+                            f"path") from None
     if args.keep_freed_memory:
         keep_freed_memory()
     options = {name: getattr(args, name) for name in Config.__dataclass_fields__ if hasattr(args, name)}
