@@ -1,6 +1,7 @@
 """The validation split (stratified, seeded, disjoint, saved), best-epoch selection on it, and --eval-every."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,8 +172,32 @@ def test_defaults_are_the_studys_choice_and_paper_restores_the_reference():
     paper = Config.from_dict({"preset": "paper"})
     assert (paper.balance, paper.lam, paper.val_fraction, paper.eval_every) == ("none", 0.1, 0.0, 1)
     small = Config.from_dict({"preset": "small"})
-    assert (small.model, small.batch_size, small.lr, small.drop_path, small.balance, small.lam) == \
-        ("vit_mini", 32, 1e-3, 0.0, "ema", 0.9)
+    assert (small.model, small.batch_size, small.lr, small.drop_path, small.crop, small.balance, small.lam) == \
+        ("vit_mini", 32, 1e-3, 0.1, "none", "ema", 0.9)
+
+
+def test_make_demo_trains_each_method_with_the_recipe_the_study_scored():
+    """The README says `make demo` runs each method with the recipe the digits study chose and scored over 5 seeds
+    (the 20-epoch cell without the pad-crop): the Makefile's two commands must resolve to that cell's arms."""
+    import dataclasses
+    import shlex
+    from ssat.cli import build_parser
+    from ssat.commands.sweep import points, read_sweep
+    from ssat.commands.train import config_from_args
+    from ssat.config import Config
+    root = Path(__file__).parents[1]
+    cells = dict(points(read_sweep(str(root / "configs/study/digits-final-nocrop-short-8px.yaml"))))
+    # what may differ: where the run goes and how it is labelled, and settings that resolve to the cell's values
+    # on the demo's CPU (native size and patch, fp32, test set evaluated at the end)
+    free = {"out", "tag", "preset", "energy", "precision", "img_size", "patch_size", "eval_every"}
+    commands = [shlex.split(line.split("-m ssat", 1)[1]) for line in (root / "Makefile").read_text().splitlines()
+                if "ssat train --config configs/demo.yaml" in line]
+    assert len(commands) == 2
+    for argv in commands:
+        cfg, _ = config_from_args(build_parser().parse_args(argv))
+        study = Config.from_dict(cells[f"arm={cfg.method}-epochs=20-img_size=8-seed=0"])
+        differ = {f.name for f in dataclasses.fields(Config) if getattr(cfg, f.name) != getattr(study, f.name)}
+        assert differ <= free, (cfg.method, sorted(differ - free))
 
 
 def test_a_default_run_holds_out_a_tenth_and_reports_both_test_numbers(tmp_path, capsys):
