@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +11,7 @@ from PIL import Image
 from ssat.cli import main
 from ssat.commands import sweep as sweep_mod
 from ssat.commands.sweep import points, read_sweep
+from ssat.config import Config
 
 BASE = {"model": "vit_test", "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "batch_size": 64,
         "epochs": 1, "warmup_epochs": 0, "deterministic": True, "device": "cpu", "energy": False,
@@ -217,3 +219,17 @@ def test_sweep_plots_never_pool_runs_of_other_settings(tmp_path):
                  for s in (8, 32) for e in (20, 100)])]
     names = sorted(p.name for p in plot_sweeps(runs, tmp_path))
     assert names == ["acc_vs_epochs-d-m-32px-frac1.png", "acc_vs_epochs-d-m-8px-frac1.png"]
+
+
+COMMITTED_SWEEPS = sorted(str(p) for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml")
+                          if {"grid", "arms"} & set(yaml.safe_load(p.read_text()) or {}))
+
+
+@pytest.mark.parametrize("path", COMMITTED_SWEEPS, ids=lambda p: Path(p).name)
+def test_every_committed_sweep_file_expands_to_valid_runs(path):
+    """The study and example sweep files are what the README and docs/study.md tell people to run: an option
+    misspelt or out of range there must fail here, not an hour into a sweep."""
+    runs = points(read_sweep(path))
+    assert runs
+    for _, options in runs:
+        Config.from_dict(options).validate()
