@@ -173,7 +173,7 @@ def test_defaults_are_the_studys_choice_and_paper_restores_the_reference():
     assert (paper.balance, paper.lam, paper.val_fraction, paper.eval_every) == ("none", 0.1, 0.0, 1)
     small = Config.from_dict({"preset": "small"})
     assert (small.model, small.batch_size, small.lr, small.drop_path, small.crop, small.balance, small.lam) == \
-        ("vit_mini", 32, 1e-3, 0.1, "none", "ema", 0.9)
+        ("vit_mini", 32, 1e-3, 0.1, "auto", "ema", 0.9)  # auto: no pad-crop at 8 px, the pad-crop at 32 px
 
 
 def test_make_demo_trains_each_method_with_the_recipe_the_study_scored():
@@ -185,11 +185,12 @@ def test_make_demo_trains_each_method_with_the_recipe_the_study_scored():
     from ssat.commands.sweep import points, read_sweep
     from ssat.commands.train import config_from_args
     from ssat.config import Config
+    from ssat.data.transforms import crop_mode
     root = Path(__file__).parents[1]
     cells = dict(points(read_sweep(str(root / "configs/study/digits-final-nocrop-short-8px.yaml"))))
     # what may differ: where the run goes and how it is labelled, and settings that resolve to the cell's values
     # on the demo's CPU (native size and patch, fp32, test set evaluated at the end)
-    free = {"out", "tag", "preset", "energy", "precision", "img_size", "patch_size", "eval_every"}
+    free = {"out", "tag", "preset", "energy", "precision", "img_size", "patch_size", "eval_every", "crop"}
     commands = [shlex.split(line.split("-m ssat", 1)[1]) for line in (root / "Makefile").read_text().splitlines()
                 if "ssat train --config configs/demo.yaml" in line]
     assert len(commands) == 2
@@ -198,6 +199,8 @@ def test_make_demo_trains_each_method_with_the_recipe_the_study_scored():
         study = Config.from_dict(cells[f"arm={cfg.method}-epochs=20-img_size=8-seed=0"])
         differ = {f.name for f in dataclasses.fields(Config) if getattr(cfg, f.name) != getattr(study, f.name)}
         assert differ <= free, (cfg.method, sorted(differ - free))
+        native = dataclasses.replace(cfg, img_size=cfg.img_size or 8)  # digits' native size, as training resolves it
+        assert crop_mode(native) == crop_mode(study) == "none"
 
 
 def test_a_default_run_holds_out_a_tenth_and_reports_both_test_numbers(tmp_path, capsys):

@@ -61,7 +61,8 @@ class CoreConfig:
                                       "changes the label, e.g. digits)", "augmentation")
     crop: str = opt("auto", "train crop: 'pad' (random crop with zero padding of img/8, for small images), 'rrc' "
                             "(timm random-resized crop, as the reference at 224 px), 'none' (the whole image) or "
-                            "'auto' (pad below 64 px)", "augmentation", choices="auto,pad,rrc,none")
+                            "'auto' (none below 16 px, pad below 64 px, rrc above)", "augmentation",
+                    choices="auto,pad,rrc,none")
     mixup: float = opt(0.0, "Mixup alpha (0.8 in DeiT / MAE fine-tuning recipes; 0 = off); both streams see the "
                             "mixed images, the classifier the mixed targets", "augmentation")
     cutmix: float = opt(0.0, "CutMix alpha (1.0 in DeiT recipes; 0 = off); with --mixup too, one of the two per "
