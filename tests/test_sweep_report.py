@@ -233,3 +233,25 @@ def test_every_committed_sweep_file_expands_to_valid_runs(path):
     assert runs
     for _, options in runs:
         Config.from_dict(options).validate()
+
+
+def test_the_prepared_gpu_study_runs_and_reports_on_cpu_at_one_epoch(tmp_path):
+    """benchmarks/gpu_study.sh has never had a GPU: its sweep file and report step run here at one epoch on a
+    fifth of the data, so the GPU session only has to wait for the numbers."""
+    root = Path(__file__).parents[1]
+    script = (root / "benchmarks" / "gpu_study.sh").read_text()
+    spec = read_sweep(str(root / "configs" / "study" / "digits-gpu.yaml"))
+    assert "ssat sweep configs/study/digits-gpu.yaml" in script and f"ssat report runs/{spec['name']}" in script
+    spec["base"].update(epochs=1, warmup_epochs=0, device="cpu", fraction=0.2)
+    spec["grid"]["seed"] = [0]
+    spec["out"] = str(tmp_path / "runs")
+    path = tmp_path / "gpu-smoke.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main(["sweep", str(path)]) == 0
+    runs = tmp_path / "runs" / spec["name"]
+    summaries = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
+    assert sorted((s["tag"], s["img_size"]) for s in summaries) == sorted(
+        (arm, size) for arm in spec["arms"] for size in spec["grid"]["img_size"])
+    assert main(["report", str(runs)]) == 0
+    md = (runs / "report" / "results.md").read_text()
+    assert all(f"| {arm} |" in md for arm in spec["arms"] if arm != "scratch")
