@@ -134,6 +134,20 @@ def test_arms_cross_the_grid_and_the_report_pairs_them_by_seed(tmp_path, capsys)
     assert f"| ssat-sched | {mean:+.2f} ± " in md and f"| {wins}/2 | 2 |" in md
 
 
+def test_a_tie_computed_two_ways_is_no_win_and_no_negative_zero():
+    from ssat.commands.report import paired_gains
+    tie = 100 * 344 / 360  # ties between runs that got the same images right, apart from float noise
+    runs = [dict(model="m", dataset="d", epochs=1, method=method, tag=tag, seed=seed, test_acc1=acc)
+            for seed, (a, b) in enumerate([(tie, tie + 1e-12), (90.0, 90.0 - 1e-12), (90.0, 95.0)])
+            for method, tag, acc in (("scratch", "scratch", a), ("ssat", "ssat", b))]
+    [_, row] = paired_gains(runs, "test_acc1")
+    assert row[3].startswith("+1.67 ± ") and row[4] == "1/3"
+    [_, row] = paired_gains(runs[:4], "test_acc1")
+    assert row[3] == "+0.00 ± 0.00" and row[4] == "0/2"
+    [_, row] = paired_gains(runs[2:4], "test_acc1")
+    assert row[3] == "+0.00 ± 0.00"
+
+
 def test_grid_and_arm_setting_the_same_option_is_refused(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"name": "bad", "base": BASE, "grid": {"lambda": [0.1, 0.2]},

@@ -136,7 +136,8 @@ def paired_gains(runs: list[dict], key: str) -> list[list[str]]:
         if label is None or method == label:
             continue
         base = {r.get("seed"): r[key] for r in groups[(s, label)]}
-        diffs = [r[key] - base[r.get("seed")] for r in group if r.get("seed") in base]
+        # rounded: two runs that got the same images right differ by float noise, which is neither a win nor -0.00
+        diffs = [round(r[key] - base[r.get("seed")], 6) for r in group if r.get("seed") in base]
         if not diffs:
             continue
         mean, std = mean_std(diffs)
