@@ -131,7 +131,7 @@ def test_arms_cross_the_grid_and_the_report_pairs_them_by_seed(tmp_path, capsys)
     mean = sum(diffs) / 2
     assert f"({mean:+.2f})" in md  # the gain is measured against the tagged scratch recipe
     wins = sum(d > 0 for d in diffs)
-    assert f"| ssat-sched | {mean:+.2f} ± " in md and f"| {wins}/2 | 2 |" in md
+    assert f"| ssat-sched | tuned-scratch | {mean:+.2f} ± " in md and f"| {wins}/2 | 2 |" in md
 
 
 def test_a_tie_computed_two_ways_is_no_win_and_no_negative_zero():
@@ -141,11 +141,29 @@ def test_a_tie_computed_two_ways_is_no_win_and_no_negative_zero():
             for seed, (a, b) in enumerate([(tie, tie + 1e-12), (90.0, 90.0 - 1e-12), (90.0, 95.0)])
             for method, tag, acc in (("scratch", "scratch", a), ("ssat", "ssat", b))]
     [_, row] = paired_gains(runs, "test_acc1")
-    assert row[3].startswith("+1.67 ± ") and row[4] == "1/3"
+    assert row[4].startswith("+1.67 ± ") and row[5] == "1/3"
     [_, row] = paired_gains(runs[:4], "test_acc1")
-    assert row[3] == "+0.00 ± 0.00" and row[4] == "0/2"
+    assert row[4] == "+0.00 ± 0.00" and row[5] == "0/2"
     [_, row] = paired_gains(runs[2:4], "test_acc1")
-    assert row[3] == "+0.00 ± 0.00"
+    assert row[4] == "+0.00 ± 0.00"
+    # differences of +4, -2, -3, 0 and +1 test images of 360 sum to zero, their floats to -5.6e-17
+    runs = [dict(model="m", dataset="d", epochs=1, method=method, tag=method, seed=seed, test_acc1=100 * n / 360)
+            for seed, (a, b) in enumerate([(340, 344), (345, 343), (346, 343), (350, 350), (341, 342)])
+            for method, n in (("scratch", a), ("ssat", b))]
+    [_, row] = paired_gains(runs, "test_acc1")
+    assert row[4].startswith("+0.00 ± ") and row[5] == "2/5"
+
+
+def test_auxiliary_recipes_are_paired_with_every_scratch_recipe_of_their_setting():
+    """`scratch-dp` = scratch with SSAT's regularisation: SSAT against it is what the auxiliary stream adds."""
+    from ssat.commands.report import paired_gains
+    acc = {"scratch": [90.0, 92.0], "scratch-dp": [91.0, 91.0], "ssat": [93.0, 90.0]}
+    runs = [dict(model="m", dataset="d", epochs=1, method=tag.split("-")[0], tag=tag, seed=seed, test_acc1=a)
+            for tag, values in acc.items() for seed, a in enumerate(values)]
+    rows = {(r[2], r[3]): (r[4], r[5]) for r in paired_gains(runs, "test_acc1")[1:]}
+    assert rows == {("scratch-dp", "scratch"): ("+0.00 ± 1.41", "1/2"),  # (+1, -1)
+                    ("ssat", "scratch"): ("+0.50 ± 3.54", "1/2"),  # (+3, -2)
+                    ("ssat", "scratch-dp"): ("+0.50 ± 2.12", "1/2")}  # (+2, -1)
 
 
 def test_grid_and_arm_setting_the_same_option_is_refused(tmp_path, capsys):

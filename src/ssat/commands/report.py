@@ -1,6 +1,7 @@
 """`ssat report RUNS_DIR [--out DIR]`: the study's tables and plots from every finished run below RUNS_DIR.
 
-Writes results.md / results.csv (methods x data sets, mean ± std over seeds, gain over scratch in brackets),
+Writes results.md / results.csv (methods x data sets, mean ± std over seeds, gain over scratch in brackets; in
+results.md also each recipe paired seed by seed with scratch, and an SSAT recipe with every tagged scratch recipe),
 cost.md / cost.csv (GFLOPs, train time, CO2, accuracy), runs.csv (one row per run), PNG plots (accuracy vs λ,
 vs data fraction, vs epochs; training curves per run) and index.html, which shows them together and opens from
 disk without a server."""
@@ -97,7 +98,7 @@ def results_table(runs: list[dict], key: str = "test_acc1") -> list[list[str]]:
             s = (model, dataset, amount, epochs)
             base = groups.get((s, bases[s])) if bases.get(s) else None
             if base and method != bases[s]:
-                text += f" ({mean - mean_std([r[key] for r in base])[0]:+.2f})"
+                text += f" ({round(mean - mean_std([r[key] for r in base])[0], 6) + 0.0:+.2f})"
             cells.append(text + (f" [n={len(group)}]" if len(group) > 1 else ""))
         table.append(cells)
     return table
@@ -127,22 +128,28 @@ def cross_table(runs: list[dict], key: str = "video_auc") -> list[list[str]]:
 
 def paired_gains(runs: list[dict], key: str) -> list[list[str]]:
     """Each recipe against scratch seed by seed (same setting and seed): the mean and std of the per-seed
-    differences, and on how many seeds it won. Seeds share the data split, so pairing removes its noise."""
-    head = ["model", "setting", "method", "gain over scratch (mean ± std of paired differences)", "wins", "n"]
+    differences, and on how many seeds it won. Seeds share the data split, so pairing removes its noise. A recipe
+    with an auxiliary task is also paired with every other scratch recipe of its setting (a tagged scratch arm with
+    SSAT's regularisation isolates what the auxiliary stream itself adds)."""
+    head = ["model", "setting", "method", "against", "gain (mean ± std of paired differences)", "wins", "n"]
     table = [head]
     groups = grouped(runs, key)
     for (s, method), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         label = baseline(groups, s)
         if label is None or method == label:
             continue
-        base = {r.get("seed"): r[key] for r in groups[(s, label)]}
-        # rounded: two runs that got the same images right differ by float noise, which is neither a win nor -0.00
-        diffs = [round(r[key] - base[r.get("seed")], 6) for r in group if r.get("seed") in base]
-        if not diffs:
-            continue
-        mean, std = mean_std(diffs)
-        table.append([s[0], " ".join(map(str, (s[1], s[2], f"{s[3]} ep"))), method, f"{mean:+.2f} ± {std:.2f}",
-                      f"{sum(d > 0 for d in diffs)}/{len(diffs)}", str(len(diffs))])
+        others = [] if all(is_baseline(r) for r in group) else sorted(
+            m for (g, m), rs in groups.items() if g == s and m != label and all(is_baseline(r) for r in rs))
+        for against in [label, *others]:
+            base = {r.get("seed"): r[key] for r in groups[(s, against)]}
+            # rounded: runs that got the same images right differ by float noise, neither a win nor -0.00
+            diffs = [round(r[key] - base[r.get("seed")], 6) for r in group if r.get("seed") in base]
+            if not diffs:
+                continue
+            mean, std = mean_std(diffs)
+            mean = round(mean, 6) + 0.0  # a sum of rounded differences can still leave -1e-17
+            table.append([s[0], " ".join(map(str, (s[1], s[2], f"{s[3]} ep"))), method, against,
+                          f"{mean:+.2f} ± {std:.2f}", f"{sum(d > 0 for d in diffs)}/{len(diffs)}", str(len(diffs))])
     return table
 
 
