@@ -146,6 +146,13 @@ def test_auto_crop_trains_8px_digits_on_the_whole_image_and_32px_on_shifted_crop
             assert torch.equal(views[0], eval_transform(cfg, data.mean, data.std)(image))
 
 
+def test_the_run_says_which_crop_auto_chose(tmp_path, capsys, tiny_flags):
+    from ssat.cli import main
+    flags = [f for f in tiny_flags if f != "--quiet"]
+    assert main(["train", *flags, "--fraction", "0.1", "--out", str(tmp_path / "r")]) == 0
+    assert "8px, patch 2, train crop none, " in capsys.readouterr().err
+
+
 def test_rrc_transform_for_large_images_is_timms(tmp_path):
     cfg = Config(img_size=64, crop="auto")
     tf = train_transform(cfg, (0.5,) * 3, (0.5,) * 3, 224, hflip=True)

@@ -28,6 +28,7 @@ from ssat.data import DATASETS, DataBundle
 from ssat.data.loaders import Loaders, epoch_images, loader_images, make_loaders, subset_record, training_subset
 from ssat.data.mix import build_mix
 from ssat.data.prepare import load_for
+from ssat.data.transforms import crop_mode
 from ssat.distributed import World
 from ssat.errors import UserError, first_line
 from ssat.methods import METHODS
@@ -257,6 +258,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         n_params_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log(f"{cfg.method} {cfg.model} on {cfg.dataset}: {epoch_images(train_loader) * world.size} train / "
             + (f"{len(val)} validation / " if val else "") + f"{len(data.test)} test images, {cfg.img_size}px, patch {cfg.patch_size}, "
+            f"train crop {crop_mode(cfg)}, "
             f"{n_params / 1e6:.2f}M params ({n_params_train / 1e6:.2f}M trained), lr {lr:.2e} (batch {effective_batch}), "
             f"{device}" + (f" {amp_dtype}" if amp_dtype else "") + f", {loaders.path} data path"
             + (f", {world.size} processes" if world.distributed else ""))
