@@ -151,6 +151,8 @@ def test_the_run_says_which_crop_auto_chose(tmp_path, capsys, tiny_flags):
     flags = [f for f in tiny_flags if f != "--quiet"]
     assert main(["train", *flags, "--fraction", "0.1", "--out", str(tmp_path / "r")]) == 0
     assert "8px, patch 2, train crop none, " in capsys.readouterr().err
+    # config.yaml records what ran, so reusing it gives the same crop whatever a later 'auto' rule says
+    assert "\ncrop: none\n" in (tmp_path / "r" / "config.yaml").read_text()
 
 
 def test_rrc_transform_for_large_images_is_timms(tmp_path):

@@ -185,7 +185,10 @@ def test_make_demo_trains_each_method_with_the_recipe_the_study_scored():
     from ssat.commands.sweep import points, read_sweep
     from ssat.commands.train import config_from_args
     from ssat.config import Config
+    from ssat.data import load_dataset
     from ssat.data.transforms import crop_mode
+    from ssat.training import resolve_for_data
+    digits = load_dataset("digits")
     root = Path(__file__).parents[1]
     cells = dict(points(read_sweep(str(root / "configs/study/digits-final-nocrop-short-8px.yaml"))))
     # what may differ: where the run goes and how it is labelled, and settings that resolve to the cell's values
@@ -199,8 +202,7 @@ def test_make_demo_trains_each_method_with_the_recipe_the_study_scored():
         study = Config.from_dict(cells[f"arm={cfg.method}-epochs=20-img_size=8-seed=0"])
         differ = {f.name for f in dataclasses.fields(Config) if getattr(cfg, f.name) != getattr(study, f.name)}
         assert differ <= free, (cfg.method, sorted(differ - free))
-        native = dataclasses.replace(cfg, img_size=cfg.img_size or 8)  # digits' native size, as training resolves it
-        assert crop_mode(native) == crop_mode(study) == "none"
+        assert resolve_for_data(cfg, digits).crop == crop_mode(study) == "none"  # as training resolves 'auto'
 
 
 def test_a_default_run_holds_out_a_tenth_and_reports_both_test_numbers(tmp_path, capsys):

@@ -46,6 +46,7 @@ def resolve_for_data(cfg: Config, data: DataBundle) -> Config:
     aux = resolve_aux(cfg.aux, MODELS[cfg.model].capabilities) if cfg.model in MODELS else cfg.aux
     return dataclasses.replace(
         cfg, img_size=img_size, patch_size=cfg.patch_size or default_patch_size(img_size, cfg.model),
+        crop=crop_mode(dataclasses.replace(cfg, img_size=img_size)),  # 'auto' depends on the input size
         hflip=data.hflip if cfg.hflip is None else cfg.hflip, out=cfg.out or cfg.default_out(), aux=aux,
         # contrastive / self-distillation tasks compare two augmentations
         two_views=cfg.two_views or (METHODS[cfg.method].auxiliary and AUX_VIEWS.get(aux, 1) == 2),
@@ -258,7 +259,7 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         n_params_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log(f"{cfg.method} {cfg.model} on {cfg.dataset}: {epoch_images(train_loader) * world.size} train / "
             + (f"{len(val)} validation / " if val else "") + f"{len(data.test)} test images, {cfg.img_size}px, patch {cfg.patch_size}, "
-            f"train crop {crop_mode(cfg)}, "
+            f"train crop {cfg.crop}, "
             f"{n_params / 1e6:.2f}M params ({n_params_train / 1e6:.2f}M trained), lr {lr:.2e} (batch {effective_batch}), "
             f"{device}" + (f" {amp_dtype}" if amp_dtype else "") + f", {loaders.path} data path"
             + (f", {world.size} processes" if world.distributed else ""))
