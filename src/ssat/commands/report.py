@@ -57,6 +57,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def settle(x: float) -> float:
+    """`x` without float noise: runs that got the same images right must tie, neither win nor show -0.00."""
+    return round(x, 6) + 0.0
+
+
 def grouped(runs: list[dict], key: str = "test_acc1") -> dict[tuple, list[dict]]:
     """(setting, method label) -> the runs (one per seed) that have `key`."""
     groups = defaultdict(list)
@@ -66,9 +71,14 @@ def grouped(runs: list[dict], key: str = "test_acc1") -> dict[tuple, list[dict]]
     return groups
 
 
+def baseline_labels(groups: dict, s: tuple) -> list[str]:
+    """The labels of setting `s`'s recipes that train scratch (plain or tagged), sorted."""
+    return sorted(m for (g, m), rs in groups.items() if g == s and all(is_baseline(r) for r in rs))
+
+
 def baseline(groups: dict, s: tuple) -> str | None:
     """The label of the scratch recipe of setting `s`: 'scratch', or the one tagged recipe that trains scratch."""
-    labels = {m for (g, m), rs in groups.items() if g == s and all(is_baseline(r) for r in rs)}
+    labels = baseline_labels(groups, s)
     plain = [m for m in labels if m in METHODS]
     return plain[0] if plain else next(iter(labels)) if len(labels) == 1 else None
 
@@ -98,7 +108,7 @@ def results_table(runs: list[dict], key: str = "test_acc1") -> list[list[str]]:
             s = (model, dataset, amount, epochs)
             base = groups.get((s, bases[s])) if bases.get(s) else None
             if base and method != bases[s]:
-                text += f" ({round(mean - mean_std([r[key] for r in base])[0], 6) + 0.0:+.2f})"
+                text += f" ({settle(mean - mean_std([r[key] for r in base])[0]):+.2f})"
             cells.append(text + (f" [n={len(group)}]" if len(group) > 1 else ""))
         table.append(cells)
     return table
@@ -138,16 +148,14 @@ def paired_gains(runs: list[dict], key: str) -> list[list[str]]:
         label = baseline(groups, s)
         if label is None or method == label:
             continue
-        others = [] if all(is_baseline(r) for r in group) else sorted(
-            m for (g, m), rs in groups.items() if g == s and m != label and all(is_baseline(r) for r in rs))
+        others = [] if all(is_baseline(r) for r in group) else [m for m in baseline_labels(groups, s) if m != label]
         for against in [label, *others]:
             base = {r.get("seed"): r[key] for r in groups[(s, against)]}
-            # rounded: runs that got the same images right differ by float noise, neither a win nor -0.00
-            diffs = [round(r[key] - base[r.get("seed")], 6) for r in group if r.get("seed") in base]
+            diffs = [settle(r[key] - base[r.get("seed")]) for r in group if r.get("seed") in base]
             if not diffs:
                 continue
             mean, std = mean_std(diffs)
-            mean = round(mean, 6) + 0.0  # a sum of rounded differences can still leave -1e-17
+            mean = settle(mean)  # a sum of settled differences can still leave -1e-17
             table.append([s[0], " ".join(map(str, (s[1], s[2], f"{s[3]} ep"))), method, against,
                           f"{mean:+.2f} ± {std:.2f}", f"{sum(d > 0 for d in diffs)}/{len(diffs)}", str(len(diffs))])
     return table
