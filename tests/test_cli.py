@@ -60,7 +60,7 @@ def test_checkpoint_errors(capsys, tmp_path, tiny_flags):
     out = tmp_path / "run"
     assert main(["train", *tiny_flags, "--fraction", "0.05", "--out", str(out)]) == 0
     # another run into the same directory would silently mix two runs
-    assert "already holds a run; continue it with --resume" in run_error(
+    assert "holds a finished run; choose another --out, or pass --overwrite" in run_error(
         capsys, ["train", *tiny_flags, "--out", str(out)])
     # resuming with different settings would silently change the experiment
     assert "lam cannot be changed" in run_error(capsys, ["train", "--resume", str(out), "--lambda", "0.5"])
@@ -83,6 +83,10 @@ def test_checkpoint_errors(capsys, tmp_path, tiny_flags):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     assert "not a readable image" in run_error(capsys, ["predict", "--checkpoint", str(out),
                                                         str(tmp_path / "bad.png")])
+    (out / "summary.json").unlink()
+    (out / "model.safetensors").unlink()  # as if killed mid-run: --overwrite does not replace an unfinished run
+    assert "already holds an unfinished run; continue it with --resume" in run_error(
+        capsys, ["train", *tiny_flags, "--overwrite", "--out", str(out)])
 
 
 def test_yaml_config_is_overridden_by_flags(tmp_path):

@@ -80,6 +80,15 @@ def test_report_on_real_runs_has_every_run_the_gains_and_plots(tmp_path, capsys)
     page = (out / "index.html").read_text()
     assert "<table>" in page and "acc_vs_lambda" in page and "curves/" in page
     assert (out / "cost.md").read_text().count("|") > 10
+    # again into its own folder: replaced; into a folder of the user's: refused, the user's page untouched
+    assert main(["report", str(runs)]) == 0 and (out / ".ssat-report").is_file()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<p>my page</p>")
+    capsys.readouterr()
+    assert main(["report", str(runs), "--out", str(site)]) == 2
+    assert "already holds files that ssat did not write there (index.html)" in capsys.readouterr().err
+    assert (site / "index.html").read_text() == "<p>my page</p>" and sorted(site.iterdir()) == [site / "index.html"]
 
 
 def test_sweep_errors(tmp_path, capsys):

@@ -155,7 +155,9 @@ class CoreConfig:
     compile_mode: str = opt("default", "torch.compile mode with --compile: 'default', 'reduce-overhead' (also CUDA "
                                        "graphs, on a GPU), 'max-autotune' or 'max-autotune-no-cudagraphs'", "run",
                             choices="default,reduce-overhead,max-autotune,max-autotune-no-cudagraphs")
-    out: Optional[str] = opt(None, "run directory (default: runs/<dataset>-<model>-<method>-s<seed>)", "run")
+    out: Optional[str] = opt(None, "run directory (default: runs/<dataset>-<model>-<method>-s<seed>): a new or "
+                                   "empty folder, or an earlier ssat run's; a folder holding other files is refused, "
+                                   "and ssat only ever removes the run files it wrote itself", "run")
     quiet: bool = opt(False, "no progress bar or per-epoch lines", "run")
     log: str = opt("none", "also log per-step losses, their weights and the lr, and per-epoch metrics: "
                            "'tensorboard' (event files in the run directory's tb/; pip install 'ssat[tensorboard]'), "

@@ -8,7 +8,11 @@
     DIR/model.safetensors     encoder + head only (timm key names), with the config in its metadata
     DIR/model-best.safetensors the same, at the epoch the validation split selects (runs with one)
 
-Every file is written to a temporary name and renamed, so a killed run never leaves a half-written file."""
+    DIR/.ssat-run             the marker that says the folder is ssat's (written when the run creates it)
+
+Every file is written to a temporary name and renamed, so a killed run never leaves a half-written file. ssat
+removes only the files it names above, and only in a folder that holds its marker: `--out` pointing at a folder
+with anything else in it is refused."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import random
 import socket
 import tempfile
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,10 @@ CHECKPOINT = "checkpoint-last.pt"
 WEIGHTS = "model.safetensors"
 SELECTED = "model-best.safetensors"
 FORMAT = "ssat-checkpoint-v1"
+MARKER = ".ssat-run"
+# Every file a run writes in its directory: the only names `clear()` and the stale-temporary sweep may touch.
+RUN_FILES = (CHECKPOINT, WEIGHTS, SELECTED, "config.yaml", "metrics.jsonl", "summary.json", "subset.json",
+             "energy.json")
 
 
 def atomic_write(path: Path, write) -> None:
@@ -56,30 +65,59 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def claim(path: Path, marker: str, flag: str, what: str, adopt: bool = False) -> Path:
+    """Create `path` (parents too) and write `marker` in it, or accept it when the marker is there. An existing
+    folder without the marker must be empty (or `adopt`ed); otherwise one line names what is in the way."""
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{flag} {path}: a file is in the way of this {what}; choose another {flag}")
+        path.mkdir(parents=True, exist_ok=True)
+        if (path / marker).is_file():
+            return path
+        others = sorted(p.name for p in path.iterdir())
+        if others and not adopt:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise UserError(f"{flag} {path} already holds files that ssat did not write there ({shown}); ssat never "
+                            f"replaces them: choose a new or empty folder for the {what}")
+        (path / marker).write_text(f"written by ssat: this folder is a {what}; ssat may replace the files it wrote "
+                                   f"here, nothing else\n")
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{flag} {path}: a file is in the way of this {what}; choose another {flag}") from None
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot create the {what} ({e.strerror}); choose a writable {flag}") from None
+    return path
+
+
 class RunDir:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self.checkpoint, self.weights, self.selected = self.path / CHECKPOINT, self.path / WEIGHTS, self.path / SELECTED
         self.config, self.metrics, self.summary, self.subset = (
             self.path / n for n in ("config.yaml", "metrics.jsonl", "summary.json", "subset.json"))
 
-    def create(self) -> "RunDir":
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise UserError(f"--out {self.path}: a file is in the way of this run directory; choose another --out") \
-                from None
-        except OSError as e:
-            raise UserError(f"--out {self.path}: cannot create the run directory ({e.strerror}); choose a writable "
-                            f"--out") from None
+    def create(self, adopt: bool = False) -> "RunDir":
+        """Make the directory ours: a new or empty folder gets the marker; one with the marker is an earlier run's.
+        A folder holding anything else is refused before a file is written, so nothing of the user's is touched.
+        `adopt`: the caller has verified an ssat checkpoint here (a run from before the marker), so mark it."""
+        claim(self.path, MARKER, "--out", "run directory", adopt=adopt or self._legacy_run())
         return self
 
+    def _legacy_run(self) -> bool:
+        """A run directory written before the marker existed: its checkpoint-last.pt carries ssat's format tag."""
+        if not self.checkpoint.is_file() or (self.path / MARKER).exists():
+            return False
+        try:
+            return torch.load(self.checkpoint, map_location="cpu", weights_only=True).get("format") == FORMAT
+        except Exception:  # unreadable: not evidence that the folder is ours
+            return False
+
     @contextmanager
-    def lock(self):
+    def lock(self, adopt: bool = False):
         """Hold DIR/.lock for as long as a run writes here: a second `ssat train` on the same directory is refused
         with the holder's pid. The lock is the kernel's (flock), so a killed holder never leaves a stale one.
-        Temporary files a killed run left behind are removed once the lock is ours."""
-        self.create()
+        Temporary files a killed run left behind (of the names in RUN_FILES) are removed once the lock is ours."""
+        self.create(adopt)
         path = self.path / ".lock"
         try:
             handle = open(path, "a+")
@@ -97,17 +135,21 @@ class RunDir:
             handle.truncate()
             handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
             handle.flush()
-            for stale in self.path.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+            for name in RUN_FILES:  # atomic_write's temporaries: .NAME.<random>.tmp
+                for stale in self.path.glob(f".{glob_escape(name)}.*.tmp"):
+                    stale.unlink(missing_ok=True)
             yield self
         finally:
             handle.close()  # releases the lock
 
     def clear(self) -> None:
-        """Remove the run files of an earlier run in this directory (a fresh start, or --overwrite)."""
-        for path in (self.checkpoint, self.weights, self.selected, self.config, self.metrics, self.summary,
-                     self.subset, self.path / "energy.json"):
-            path.unlink(missing_ok=True)
+        """Remove the run files of an earlier run in this directory (a fresh start, or --overwrite): only the names
+        in RUN_FILES, and only in a folder that carries the marker."""
+        if not (self.path / MARKER).is_file():
+            raise UserError(f"{self.path} is not marked as an ssat run directory ({MARKER}); nothing was removed, "
+                            f"choose a new or empty --out")
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
 
     def write_config(self, cfg: Config) -> None:
         atomic_write(self.config, lambda tmp: save_yaml(cfg, Path(tmp)))

@@ -90,7 +90,7 @@ def _pretrain_then_finetune(cfg: Config, resume, log, state, world: World, devic
     pre = RunDir(stage.out)
     fine_run = RunDir(out)
     if world.is_main and not any(f.exists() for f in (fine_run.checkpoint, fine_run.summary, fine_run.weights)):
-        fine_run.create().write_config(cfg)  # so that `--resume OUT` finds the whole recipe during stage 1
+        fine_run.create(adopt=bool(resume)).write_config(cfg)  # so that `--resume OUT` finds the whole recipe during stage 1
     if pre.summary.exists():
         log(f"pre-training already done in {pre.path}")
         pre_summary = json.loads(pre.summary.read_text())
@@ -187,22 +187,21 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         cfg = resolve_for_data(cfg, data)
         run = RunDir(cfg.out)
         if world.is_main:
-            hold.enter_context(run.lock())  # a second writer is refused; stale temporary files are removed
-        if state is None and run.checkpoint.exists():
-            raise UserError(f"{run.path} already holds a run; continue it with --resume {run.path} "
-                            f"or choose another --out")
-        if state is None and not cfg.overwrite and (run.summary.exists() or run.weights.exists()):
+            # a folder that is not ours is refused; a second writer too; stale temporary files are removed
+            hold.enter_context(run.lock(adopt=state is not None))
+        finished = run.summary.exists() or run.weights.exists()
+        if state is None and finished and not cfg.overwrite:
             raise UserError(f"{run.path} holds a finished run; choose another --out, or pass --overwrite to "
                             f"replace it")
+        if state is None and run.checkpoint.exists() and not finished:
+            raise UserError(f"{run.path} already holds an unfinished run; continue it with --resume {run.path} "
+                            f"or choose another --out")
         if state is None and world.is_main:
             run.clear()  # a fresh run owns the directory: no earlier run's files may mix with its own
         if state is not None and state["data"]["classes"] != data.classes:
             raise UserError(f"checkpoint {resume} was trained on other classes than {cfg.dataset} at "
                             f"{cfg.data_root}; resume with the same data")
         indices, val = training_subset(cfg, data, log, saved=run.subset if state is not None else None)
-        if world.is_main:
-            run.create().write_config(cfg)
-            atomic_write_text(run.subset, json.dumps(subset_record(cfg, data, indices, val)))
         loaders = make_loaders(cfg, data, device, log, rank=world.rank, world_size=world.size, indices=indices,
                            val=val)
         train_loader = loaders.train
@@ -245,7 +244,9 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
                 log(f"{run.path} already finished all {cfg.epochs} epochs; raise --epochs to train further")
                 return json.loads(run.summary.read_text())
             log(f"resuming {run.path} after epoch {progress.epoch} of {cfg.epochs}")
-        if world.is_main:
+        if world.is_main:  # written only once a resume has been accepted: a refused one leaves the run as it was
+            run.write_config(cfg)
+            atomic_write_text(run.subset, json.dumps(subset_record(cfg, data, indices, val)))
             run.keep_metrics_before(progress.epoch + 1)
 
         # What runs the step: the model itself, wrapped for DDP and/or compiled. State is always read from `model`.

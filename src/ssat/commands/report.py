@@ -16,9 +16,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from ssat.runs import RunDir, collect, method_label
 from ssat.errors import UserError, have_extra
 from ssat.methods import METHODS
+from ssat.runs import RunDir, claim, collect, method_label
+
+REPORT_MARKER = ".ssat-report"  # marks a folder as a report's: only such a folder's files are replaced
 
 
 def setting(r: dict) -> tuple:
@@ -318,8 +320,9 @@ def html_table(table: list[list[str]]) -> str:
 
 def report(runs_dir: str, out: str | None = None) -> dict:
     runs = mark_data_variants(collect([runs_dir]))
-    out_dir = Path(out or Path(runs_dir) / "report")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # A new or empty folder, or an earlier report's (its marker): a user's index.html is never replaced.
+    out_dir = claim(Path(out).expanduser() if out else Path(runs_dir) / "report", REPORT_MARKER, "--out",
+                    "report folder")
     results, costs = results_table(runs), cost_table(runs)
     if len(results) == 1:
         raise UserError(f"{runs_dir} holds only pre-training runs; report needs runs with a test accuracy")
