@@ -67,6 +67,7 @@ def test_damaged_weights(tmp_path, capsys, finished_run, name):
         bad.write_bytes(data)
         check(capsys, ["eval", "--checkpoint", str(bad)])
         check(capsys, ["predict", "--checkpoint", str(bad), str(tmp_path / "missing.png")])
+        check(capsys, ["export", str(bad), "--to", str(tmp_path / f"export-{i}")])
         if name == "checkpoint-last.pt":
             run = tmp_path / f"resume-{i}"
             shutil.copytree(finished_run, run)
@@ -148,3 +149,30 @@ def test_safetensors_with_malformed_metadata_is_one_line(tmp_path, capsys, finis
     save_file(load_file(str(finished_run / "model.safetensors")), str(tmp_path / "m.safetensors"), metadata=metadata)
     assert main(["eval", "--checkpoint", str(tmp_path / "m.safetensors")]) == 2
     assert "its ssat metadata is malformed" in capsys.readouterr().err
+
+
+def test_export_metadata_edited_at_random_is_refused_or_exported_faithfully(tmp_path, capsys, finished_run,
+                                                                           monkeypatch):
+    """Seeded edits of the timm / config / data metadata: export either refuses in one line or writes a folder
+    that timm reloads to ssat's logits; timm.create_model never sees an argument ssat did not write."""
+    import timm
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    with safe_open(str(finished_run / "model.safetensors"), "pt") as f:
+        original = {k: json.loads(v) for k, v in f.metadata().items()}
+    tensors = load_file(str(finished_run / "model.safetensors"))
+    seen = []
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: seen.append(set(k)) or real(*a, **k))
+    rng = np.random.default_rng(5)
+    values = [None, -1, 0, 3, 2.5, "x", "../../etc/passwd", [1, 2], {"a": 1}, True, 1e9]
+    for i in range(24):
+        meta = json.loads(json.dumps(original))
+        section = ["timm", "config", "data"][i % 3]
+        keys = sorted(meta[section]) + ["checkpoint_path", "pretrained_cfg_overlay", "drop_rate"]
+        meta[section][keys[int(rng.integers(len(keys)))]] = values[int(rng.integers(len(values)))]
+        path = tmp_path / f"m{i}.safetensors"
+        save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
+        check(capsys, ["export", str(path), "--to", str(tmp_path / f"x{i}")])
+    injected = {"checkpoint_path", "pretrained_cfg_overlay", "drop_rate"}
+    assert seen and not any(k & injected for k in seen), seen

@@ -27,7 +27,8 @@ def train(tmp_path, flags, *extra, name="run"):
 def test_one_epoch_writes_every_run_file(tmp_path, tiny_flags, capsys):
     out = train(tmp_path, tiny_flags, "--energy")
     assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "summary.json", "subset.json",
-                                               "checkpoint-last.pt", "model.safetensors", "energy.json", ".lock"}
+                                               "checkpoint-last.pt", "model.safetensors", "energy.json", ".lock",
+                                               ".ssat-run"}
     subset = json.loads((out / "subset.json").read_text())
     assert subset["indices"] == list(range(1437)) and subset["n_full"] == 1437
     config = yaml.safe_load((out / "config.yaml").read_text())
@@ -219,9 +220,10 @@ def test_export_errors_and_push_to_a_hub_stand_in(tmp_path, tiny_flags, capsys, 
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     assert main(["export", str(out), "--to", str(tmp_path / "full")]) == 2
-    assert capsys.readouterr().err.strip().endswith("is not empty; give a new or empty folder")
+    assert capsys.readouterr().err.strip().endswith("is not an empty folder; give a new or empty folder")
     assert main(["export", str(out), "--best", "--to", str(tmp_path / "b")]) == 2  # no validation split
-    assert "drop --best" in capsys.readouterr().err
+    assert "no validation split to select an epoch (--val-fraction 0): export without --best" in \
+        capsys.readouterr().err
 
     import huggingface_hub
     calls = []

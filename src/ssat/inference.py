@@ -34,10 +34,16 @@ def load_classifier(checkpoint: str, device: torch.device):
                         f"checkpoint or retrain with a lower --lr")
     cfg = Config.from_dict(meta["config"], source=str(checkpoint))
     data = meta["data"]
-    backbone = build_backbone(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size,
-                              in_chans=data["in_chans"], num_classes=len(data["classes"]),
-                              global_pool=cfg.global_pool, pos_embed=cfg.pos_embed, frames=data.get("frames", 0),
-                              cfg=cfg)
+    try:
+        backbone = build_backbone(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size,
+                                  in_chans=data["in_chans"], num_classes=len(data["classes"]),
+                                  global_pool=cfg.global_pool, pos_embed=cfg.pos_embed,
+                                  frames=data.get("frames", 0), cfg=cfg)
+    except UserError:
+        raise
+    except Exception as e:  # metadata that no ssat run writes (edited, or another version's): timm's own checks
+        raise UserError(f"checkpoint {checkpoint}: its config cannot build model {cfg.model} ({type(e).__name__}: "
+                        f"{first_line(e, 120)}); it was edited or not written by this version of ssat") from None
     try:
         backbone.encoder.load_state_dict(tensors)
     except RuntimeError as e:

@@ -5,49 +5,77 @@ alone. The export is checked by reloading it through timm and comparing logits w
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import timm
 import torch
 
+from ssat.data.transforms import eval_preprocessing
 from ssat.errors import UserError, first_line, need_extra
+from ssat.inference import load_classifier
+from ssat.methods import METHODS
 from ssat.runs import SELECTED, WEIGHTS, load_trained
 
 
 def export(run: str, to: str, best: bool = False) -> dict:
-    path = Path(run)
+    path = Path(run).expanduser()
     if path.is_dir():
         path = path / (SELECTED if best else WEIGHTS)
         if not path.is_file():
-            raise UserError(f"{path} does not exist; " + ("the run has no validation split to select an epoch: drop "
-                            "--best" if best else "the run has not finished (export needs its model.safetensors)"))
-    tensors, meta = load_trained(path)
-    spec = meta.get("timm")
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-        raise UserError(f"{path}: model {meta['config'].get('model')} has no timm equivalent (ssat's own module); "
-                        f"share the run's model.safetensors, which `ssat eval` / `predict` read")
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
-    model = timm.create_model(spec["name"], pretrained=False, **kwargs)
-    model.load_state_dict(tensors)
-    data = meta["data"]
-    size = kwargs.get("img_size", meta["config"].get("img_size"))
+            raise UserError(f"{path} does not exist; {_why_missing(path.parent, best)}")
+    # Built by ssat from the run's config and checked (finite weights, every key and shape): what predict runs.
+    model, cfg, data = load_classifier(str(path), torch.device("cpu"))
+    if not METHODS[cfg.method].primary:
+        raise UserError(f"{path} is a {cfg.method} run: its classifier head was never trained, so an export would "
+                        f"predict at random; fine-tune it (ssat train --method sslft --pretrained {run}) and export "
+                        f"that run")
+    name, kwargs = getattr(model, "timm_name", None), dict(getattr(model, "timm_kwargs", {}))
+    if not name or not model.capabilities.timm_export:
+        raise UserError(f"{path}: model {cfg.model} has no timm equivalent (ssat's own module); share the run's "
+                        f"model.safetensors, which `ssat eval` / `predict` read")
+    # Only what ssat itself writes reaches timm.create_model: the model's own arguments, never the file's.
+    written = meta_timm(path)
+    if written is not None and written != json.loads(json.dumps({"name": name, **kwargs})):
+        raise UserError(f"{path}: its 'timm' metadata differs from what ssat writes for this run's config (edited?); "
+                        f"re-export from the run directory, or retrain")
+    size = kwargs.get("img_size", cfg.img_size)
     data_config = {"input_size": (data["in_chans"], size, size), "mean": tuple(data["mean"]),
-                   "std": tuple(data["std"]), "crop_pct": 1.0, "interpolation": "bicubic"}
-    out = Path(to)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"--to {out} is not empty; give a new or empty folder")
-    timm.models.save_for_hf(model.eval(), str(out), model_config={"label_names": list(data["classes"])},
-                            model_args=kwargs, safe_serialization=True, data_config=data_config)
-    # The check: timm alone rebuilds the same function.
+                   "std": tuple(data["std"]), **eval_preprocessing(cfg)}
+    out = Path(to).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--to {out} is not an empty folder; give a new or empty folder")
+    timm_model = timm.create_model(name, pretrained=False, **kwargs).eval()
+    timm_model.load_state_dict(model.encoder.state_dict())
+    try:
+        timm.models.save_for_hf(timm_model, str(out), model_config={"label_names": list(data["classes"])},
+                                model_args=kwargs, safe_serialization=True, data_config=data_config)
+    except OSError as e:
+        raise UserError(f"--to {out}: cannot write the export ({e.strerror or first_line(e)}); choose a writable "
+                        f"folder") from None
+    # The check: timm alone rebuilds the same function as ssat's own model.
     reloaded = timm.create_model(f"local-dir:{out.resolve()}", pretrained=True).eval()
     x = torch.randn(2, data["in_chans"], size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         gap = (reloaded(x) - model(x)).abs().max().item()
-    if gap > 1e-5:
+    if not math.isfinite(gap) or gap > 1e-5:
         raise UserError(f"the export in {out} does not reproduce the model's logits (max difference {gap:.2e}); "
-                        f"report this with the run's config.yaml")
-    return {"run": str(path), "to": str(out), "timm": spec["name"], "classes": len(data["classes"]),
-            "max_logit_difference": gap}
+                        f"do not use it, and report this with the run's config.yaml")
+    return {"run": str(path), "to": str(out), "timm": name, "classes": len(data["classes"]),
+            "crop_pct": data_config["crop_pct"], "max_logit_difference": gap}
+
+
+def meta_timm(path: Path):
+    """The 'timm' entry of a model.safetensors' metadata (None for a checkpoint-last.pt, which has none)."""
+    return load_trained(path)[1].get("timm") if path.suffix == ".safetensors" else None
+
+
+def _why_missing(run: Path, best: bool) -> str:
+    if not (run / "summary.json").is_file():
+        return "the run has not finished yet; resume it (ssat train --resume RUN) and export it when it has"
+    if best:
+        return "the run had no validation split to select an epoch (--val-fraction 0): export without --best"
+    return "the run directory is incomplete; export from a finished run"
 
 
 def push(folder: str, repo: str, private: bool = False) -> str:

@@ -47,9 +47,17 @@ def train_transform(cfg, mean, std, native_size: int, hflip: bool):
     return T.Compose(steps)
 
 
+def eval_preprocessing(cfg) -> dict:
+    """How a run's images are prepared for evaluation, in timm's data-config terms: the one definition that
+    `eval_transform` applies and `ssat export` writes, so a timm user of an export sees what `ssat predict` sees."""
+    return {"crop_pct": 0.875 if crop_mode(cfg) == "rrc" else 1.0, "crop_mode": "center",
+            "interpolation": "bicubic"}
+
+
 def eval_transform(cfg, mean, std):
-    crop_pct = 0.875 if crop_mode(cfg) == "rrc" else 1.0
-    return T.Compose([T.Resize(math.floor(cfg.img_size / crop_pct), interpolation=T.InterpolationMode.BICUBIC),
+    prep = eval_preprocessing(cfg)
+    return T.Compose([T.Resize(math.floor(cfg.img_size / prep["crop_pct"]),
+                               interpolation=T.InterpolationMode(prep["interpolation"])),
                       T.CenterCrop(cfg.img_size), T.ToTensor(), T.Normalize(mean, std)])
 
 
