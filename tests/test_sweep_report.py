@@ -13,6 +13,8 @@ from ssat.commands import sweep as sweep_mod
 from ssat.commands.sweep import points, read_sweep
 from ssat.config import Config
 
+from test_cli import run_error
+
 BASE = {"model": "vit_test", "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "batch_size": 64,
         "epochs": 1, "warmup_epochs": 0, "deterministic": True, "device": "cpu", "energy": False,
         "fraction": 0.2, "balance": "none", "val_fraction": 0.0}  # the reference weighting, no validation split
@@ -296,3 +298,54 @@ def test_the_prepared_gpu_study_runs_and_reports_on_cpu_at_one_epoch(tmp_path):
     assert main(["report", str(runs)]) == 0
     md = (runs / "report" / "results.md").read_text()
     assert all(f"| {arm} |" in md for arm in spec["arms"] if arm != "scratch")
+
+
+def _eval_sweep(tmp_path, eval_on, name="ev", **extra):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "out": str(tmp_path / "runs"), "base": {**BASE, **extra},
+                                    "grid": {"method": ["scratch"]}, "eval_on": eval_on}, sort_keys=False))
+    return path
+
+
+def test_eval_on_of_image_runs_is_recorded_and_keyed_on_its_data_root(tmp_path, capsys, monkeypatch):
+    from fixtures import write_imagefolder
+    from ssat import inference
+    train_root = write_imagefolder(tmp_path / "a", per_class=4, size=8)
+    other = write_imagefolder(tmp_path / "b", per_class=4, size=8)
+    wrong = write_imagefolder(tmp_path / "wrong", per_class=1, size=8)
+    base = dict(dataset="imagefolder", data_root=str(train_root), img_size=8, patch_size=2, fraction=1.0)
+    assert main(["sweep", str(_eval_sweep(tmp_path, [{"data_root": str(wrong)}], **base))]) == 0
+    summary_path = tmp_path / "runs" / "ev" / "method=scratch" / "summary.json"
+    first = json.loads(summary_path.read_text())["evaluations"]["imagefolder"]
+    assert first["n"] == 3 and first["data_root"] == str(wrong.resolve())  # recorded, not thrown away
+    calls = []
+    real = inference.evaluate_checkpoint
+    monkeypatch.setattr(inference, "evaluate_checkpoint", lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert main(["sweep", str(_eval_sweep(tmp_path, [{"data_root": str(wrong)}], **base))]) == 0
+    assert calls == []  # the same evaluation: done before
+    assert main(["sweep", str(_eval_sweep(tmp_path, [{"data_root": str(other)}], **base))]) == 0
+    fixed = json.loads(summary_path.read_text())["evaluations"]["imagefolder"]
+    assert len(calls) == 1 and fixed["data_root"] == str(other.resolve()) and fixed["n"] == 12
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"dataset": "digitz"}, "unknown data set 'digitz'"),
+    ({"manipulation": "Face2Face"}, "eval_on entry {'manipulation': 'Face2Face'} must map some of"),
+    ("celebdf", "eval_on entry 'celebdf' must map some of"),
+])
+def test_a_malformed_eval_on_entry_is_refused_before_any_run_and_by_dry_run(tmp_path, capsys, monkeypatch, entry,
+                                                                            message):
+    trained = []
+    monkeypatch.setattr("ssat.training.train", lambda cfg, **kw: trained.append(cfg.out))
+    for dry in (["--dry-run"], []):
+        line = run_error(capsys, ["sweep", str(_eval_sweep(tmp_path, [entry])), *dry])
+        assert message in line
+    assert trained == [] and not (tmp_path / "runs").exists()
+
+
+def test_a_malformed_eval_perturb_is_refused_before_any_run(tmp_path, capsys):
+    path = write_sweep(tmp_path, {"method": ["scratch"]})
+    spec = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**spec, "eval_perturb": ["perspectiv:0.5"]}))
+    assert "perspectiv" in run_error(capsys, ["sweep", str(path), "--dry-run"])
+    assert not (tmp_path / "runs").exists()

@@ -58,10 +58,20 @@ def run_test_data(cfg: Config, dataset: Optional[str] = None, data_root: Optiona
     """The data a trained run is evaluated on: its own set and options unless overridden (`overrides`: data set
     options such as DomainNet's domain or FaceForensics++'s manipulations). The run's data root applies only when
     evaluating on the data set it trained on."""
-    name = dataset or cfg.dataset
-    root = data_root if data_root is not None else (cfg.data_root if name == cfg.dataset else None)
+    name, root = test_source(cfg, dataset, data_root)
     data_cfg = dataclasses.replace(cfg, download=download, **(overrides or {})).validate()
     return name, load_for(data_cfg, name=name, root=root, splits=("test",))
+
+
+def test_source(cfg: Config, dataset: Optional[str] = None, data_root: Optional[str] = None):
+    """(data set, data root) a trained run is evaluated on: the run's root applies only to its own data set."""
+    name = dataset or cfg.dataset
+    return name, data_root if data_root is not None else (cfg.data_root if name == cfg.dataset else None)
+
+
+def resolved_root(root: Optional[str]) -> Optional[str]:
+    """A data root as recorded beside an evaluation: absolute, so that one evaluated elsewhere is told apart."""
+    return None if root is None else str(Path(root).expanduser().resolve())
 
 
 def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_root: Optional[str] = None,
@@ -70,12 +80,14 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_roo
                         **overrides) -> dict:
     """Accuracy of a trained model on a test split, clean or `perturb`ed (data/perturb.py), with AUC and video-level
     results on video sets. `overrides`: data set options given (e.g. domain=, manipulations=; None = the run's).
-    Evaluating a run directory records a perturbed result in its summary.json under "perturbed", and a video
-    result under "evaluations" (keyed by data set and overrides: the cross-manipulation / zero-shot tables)."""
+    Evaluating a run directory records every result in its summary.json: a perturbed one under "perturbed", any
+    other under "evaluations" (keyed by data set and overrides: the cross-manipulation / zero-shot tables), each
+    with the data root it read, so that an evaluation of other data is never taken for this one."""
     dev = resolve_device(device)
     model, cfg, meta = load_classifier(checkpoint, dev)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     name, data = run_test_data(cfg, dataset, data_root, download, overrides)
+    root = test_source(cfg, dataset, data_root)[1]
     if data.num_classes != len(meta["classes"]):
         raise UserError(f"wrong class count: the checkpoint predicts {len(meta['classes'])} classes but {name} has "
                         f"{data.num_classes}; evaluate on a data set with the classes it was trained on")
@@ -93,22 +105,34 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_roo
         clips = resize_uint8(to_tensor(data.test.images, data.in_chans), cfg.img_size)
         loader = MemoryLoader(clips, data.test.labels, batch_size=batch_size, device=dev, mean=meta["mean"],
                               std=meta["std"])
-        result = {"checkpoint": str(checkpoint), "dataset": name, **overrides,
+        result = {"checkpoint": str(checkpoint), "dataset": name, **overrides, "data_root": root,
                   **engine.evaluate(model, loader, device=dev, amp_dtype=amp_dtype, groups=data.test.video_ids)}
         _record(checkpoint, "evaluations", evaluation_key(name, overrides), result)
         return result
     test = Perturbed(data.test, perturb, perturb_seed) if perturb else data.test
     loader = DataLoader(Transformed(test, eval_transform(cfg, meta["mean"], meta["std"])),
                         batch_size=batch_size, num_workers=workers)
-    result = {"checkpoint": str(checkpoint), "dataset": name,
+    result = {"checkpoint": str(checkpoint), "dataset": name, **overrides, "data_root": root,
               **engine.evaluate(model, loader, device=dev, amp_dtype=amp_dtype)}
-    if perturb:
-        result["perturb"] = name_of(perturb)
-        result["perturb_seed"] = perturb_seed
-        if name == cfg.dataset:
-            key = result["perturb"] if perturb_seed == 0 else f"{result['perturb']}@seed{perturb_seed}"
-            _record(checkpoint, "perturbed", key, result)
+    if not perturb:
+        _record(checkpoint, "evaluations", evaluation_key(name, overrides), result)
+        return result
+    result["perturb"] = name_of(perturb)
+    result["perturb_seed"] = perturb_seed
+    if name == cfg.dataset and not overrides:
+        _record(checkpoint, "perturbed", perturbed_key(perturb, perturb_seed), result)
     return result
+
+
+def perturbed_key(perturb: str, seed: int = 0) -> str:
+    """Where a perturbed evaluation is kept in summary.json's "perturbed": 'perspective:0.5', 'blur:1@seed2'."""
+    return name_of(perturb) if seed == 0 else f"{name_of(perturb)}@seed{seed}"
+
+
+def recorded(summary: dict, section: str, key: str, data_root: Optional[str]) -> bool:
+    """Is this evaluation already in the run's summary, of the same data (root included)?"""
+    entry = (summary.get(section) or {}).get(key)
+    return isinstance(entry, dict) and entry.get("data_root") == resolved_root(data_root)
 
 
 def evaluation_key(dataset: str, overrides: dict) -> str:
@@ -122,7 +146,8 @@ def _record(checkpoint: str, section: str, key: str, result: dict) -> None:
     if summary.is_file():
         record = json.loads(summary.read_text())
         keep = ("acc1", "acc5", "loss", "n", "auc", "video_acc1", "video_auc", "n_videos")
-        record.setdefault(section, {})[key] = {k: result[k] for k in keep if k in result}
+        record.setdefault(section, {})[key] = {**{k: result[k] for k in keep if k in result},
+                                               "data_root": resolved_root(result.get("data_root"))}
         atomic_write_text(summary, json.dumps(record, indent=2))
 
 

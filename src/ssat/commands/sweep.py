@@ -34,7 +34,7 @@ from typing import Optional
 import yaml
 
 from ssat.auxtasks import AUX_OPTIONS
-from ssat.config import Config
+from ssat.config import Config, load_yaml
 from ssat.errors import UserError, first_line
 from ssat.methods import METHODS
 
@@ -112,33 +112,45 @@ def points(spec: dict) -> list[tuple[str, dict]]:
     return out
 
 
-def _perturbed(folder: Path, specs: list[str]) -> None:
-    """Evaluate a finished run on perturbed test sets; results land in its summary.json."""
-    from ssat.inference import evaluate_checkpoint
-    from ssat.data.perturb import name_of
-    done = json.loads((folder / "summary.json").read_text()).get("perturbed", {})
-    for spec in specs:
-        if name_of(spec) not in done:
-            evaluate_checkpoint(str(folder), perturb=spec)
-
-
 EVAL_ON_KEYS = {"dataset", "data_root", "manipulations", "domain"}
 
 
-def _evaluations(folder: Path, targets: list) -> None:
-    """Evaluate a finished run on other test sets (`eval_on`); results land in its summary.json's "evaluations"
-    (one already there is not evaluated again: a resumed sweep only adds what is missing)."""
-    from ssat.inference import evaluate_checkpoint, evaluation_key
-    summary = json.loads((folder / "summary.json").read_text())
+def check_evaluations(spec: dict, plan: list[tuple[str, dict]], source: str) -> None:
+    """`eval_perturb` and `eval_on` checked against every point before the first run trains, so a typo is not
+    found an hour in (and `--dry-run` finds it too)."""
+    from ssat.data.perturb import parse
+    perturbs, targets = spec.get("eval_perturb") or [], spec.get("eval_on") or []
+    if not isinstance(perturbs, list) or not all(isinstance(p, str) for p in perturbs):
+        raise UserError(f"sweep {source}: eval_perturb must be a list of perturbations such as perspective:0.5")
+    for p in perturbs:
+        parse(p)
+    if not isinstance(targets, list):
+        raise UserError(f"sweep {source}: eval_on must be a list of mappings of {', '.join(sorted(EVAL_ON_KEYS))}")
     for target in targets:
-        if not isinstance(target, dict) or set(target) - EVAL_ON_KEYS:
-            raise UserError(f"sweep: eval_on entry {target!r} must be a mapping of {', '.join(sorted(EVAL_ON_KEYS))}")
-        key = evaluation_key(target.get("dataset") or summary["dataset"],
-                             {k: target.get(k) for k in ("manipulations", "domain")})
-        if key in summary.get("evaluations", {}):
-            continue
-        evaluate_checkpoint(str(folder), target.get("dataset"), target.get("data_root"),
-                            manipulations=target.get("manipulations"), domain=target.get("domain"))
+        if not isinstance(target, dict) or not target or set(target) - EVAL_ON_KEYS or \
+                not all(isinstance(v, str) for v in target.values()):
+            raise UserError(f"sweep {source}: eval_on entry {target!r} must map some of "
+                            f"{', '.join(sorted(EVAL_ON_KEYS))} to text")
+        for _, options in plan:
+            overrides = {k: v for k, v in target.items() if k in ("dataset", "manipulations", "domain")}
+            Config.from_dict({**options, **overrides}, source=f"{source} eval_on {target!r}").validate()
+
+
+def _evaluate(folder: Path, spec: dict) -> None:
+    """Evaluate a finished run on the perturbed (`eval_perturb`) and other (`eval_on`) test sets; each result lands
+    in its summary.json. One already recorded of the same data (data root included) is not evaluated again, so a
+    resumed sweep only adds what is missing and a corrected data root is evaluated anew."""
+    from ssat.inference import evaluate_checkpoint, evaluation_key, perturbed_key, recorded, test_source
+    summary = json.loads((folder / "summary.json").read_text())
+    cfg = Config.from_dict(load_yaml(folder / "config.yaml"), source=str(folder / "config.yaml"))
+    for p in spec.get("eval_perturb") or []:
+        if not recorded(summary, "perturbed", perturbed_key(p), test_source(cfg)[1]):
+            evaluate_checkpoint(str(folder), perturb=p)
+    for target in spec.get("eval_on") or []:
+        overrides = {k: target.get(k) for k in ("manipulations", "domain") if target.get(k) is not None}
+        name, root = test_source(cfg, target.get("dataset"), target.get("data_root"))
+        if not recorded(summary, "evaluations", evaluation_key(name, overrides), root):
+            evaluate_checkpoint(str(folder), target.get("dataset"), target.get("data_root"), **overrides)
 
 
 def _run_here(folder: Path, options: dict) -> tuple[str, str]:
@@ -217,6 +229,7 @@ def sweep(path: str, parallel: int = 1, dry_run: bool = False, quiet: bool = Fal
     plan = points(spec)
     for _, options in plan:  # every point must be a valid config before anything runs
         Config.from_dict({k: v for k, v in options.items()}, source=path).validate()
+    check_evaluations(spec, plan, path)
     if dry_run:
         return [{"run": str(root / name), "options": options} for name, options in plan]
     log = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
@@ -246,10 +259,11 @@ def sweep(path: str, parallel: int = 1, dry_run: bool = False, quiet: bool = Fal
         if children.stopping:
             raise KeyboardInterrupt  # every child has stopped; the CLI says how to continue
     for r in results:
-        if spec.get("eval_perturb") and not r["status"].startswith("failed"):
-            _perturbed(Path(r["run"]), list(spec["eval_perturb"]))
-        if spec.get("eval_on") and not r["status"].startswith("failed"):
-            _evaluations(Path(r["run"]), list(spec["eval_on"]))
+        if (spec.get("eval_perturb") or spec.get("eval_on")) and not r["status"].startswith("failed"):
+            try:
+                _evaluate(Path(r["run"]), spec)
+            except UserError as e:  # e.g. a data root that is not there: recorded like a failed run, the rest go on
+                r["status"] = f"failed: evaluation: {e}"
     failed = [r for r in results if r["status"].startswith("failed")]
     if failed:
         for r in failed:
