@@ -228,6 +228,38 @@ def test_clip_cache_is_reused(ff_root, tmp_path, monkeypatch):
     assert np.array_equal(first.train.images, again.train.images)
 
 
+def _cache_corruptions(entry: Path, seed: int) -> list[bytes]:
+    """What a clip-cache entry can become: empty, truncated, text, a pickled object array, another shape, float64
+    values (which a cast to uint8 would wrap), random bytes."""
+    import io
+    good = np.load(entry)
+    rng = np.random.default_rng(seed)
+
+    def npy(array, **kw):
+        buffer = io.BytesIO()
+        np.save(buffer, array, **kw)
+        return buffer.getvalue()
+    data = entry.read_bytes()
+    return [b"", data[: len(data) // 2], b"not a numpy file\n", npy(np.array([{"a": 1}], dtype=object)),
+            npy(good[:, :2]), npy(good.astype(np.float64) + 256.0), rng.bytes(200)]
+
+
+def test_a_damaged_clip_cache_entry_is_a_miss_decoded_again_and_said_once(ff_root, tmp_path):
+    options = opts(tmp_path, manipulations="Deepfakes", compression="c23")
+    first = load_dataset("faceforensics", str(ff_root), options=options)
+    entries = sorted((tmp_path / "cache").glob("*.npy"))
+    for variant in range(len(_cache_corruptions(entries[0], 0))):
+        for i, entry in enumerate(entries):  # every entry damaged the same way
+            entry.write_bytes(_cache_corruptions(entry, i)[variant])
+        said = []
+        again = load_dataset("faceforensics", str(ff_root), options=DataOptions(log=said.append,
+                                                                                 extra=options.extra))
+        assert np.array_equal(first.train.images, again.train.images), variant
+        assert np.array_equal(first.test.images, again.test.images), variant
+        assert sum("clip cache:" in line for line in said) == 2, said  # once per split
+        assert all(np.load(e).dtype == np.uint8 for e in entries)  # rewritten
+
+
 def test_celebdf_test_list_labels(cdf_root, tmp_path):
     data = load_dataset("celebdf", str(cdf_root), options=opts(tmp_path))
     assert data.classes == ["real", "fake"]

@@ -213,6 +213,19 @@ def cache_path(cache: Optional[Path], video: Path, recipe: ClipRecipe, boxes) ->
     return cache / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
 
 
+def read_cached(where: Path, recipe: ClipRecipe) -> Optional[np.ndarray]:
+    """A cache entry, or None when it is not exactly what this recipe writes (empty, truncated, not .npy, a pickled
+    object, another dtype or shape): a damaged entry is a miss, never wrapped values or a traceback."""
+    try:
+        clips = np.load(where, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    shape = (recipe.clips, recipe.frames, recipe.size, recipe.size, 3)
+    if not isinstance(clips, np.ndarray) or clips.dtype != np.uint8 or clips.shape != shape:
+        return None
+    return clips
+
+
 def read_clips(video: Path, recipe: ClipRecipe, boxes=None, detector: Optional[FaceDetector] = None) -> np.ndarray:
     """One video -> its clips (clips, frames, size, size, 3) uint8. `boxes`: one [x, y, w, h] for every frame or a
     list of one per frame of the video; `detector`: find the face in every kept frame (a frame without one takes the
@@ -281,7 +294,10 @@ def load_clips(videos: Sequence[Video], root: Path, options, split: str) -> Clip
                 raise BadVideo(f"has no box in --face-boxes {options.face_boxes}; add one")
             where = cache_path(cache, video.path, recipe, box)
             if where is not None and where.is_file():
-                return np.load(where)
+                cached = read_cached(where, recipe)
+                if cached is not None:
+                    return cached
+                damaged.append(where)  # decoded again below and rewritten
             clips = read_clips(video.path, recipe, box, detector)
             if where is not None:  # written atomically: a killed run leaves no half file behind
                 with tempfile.NamedTemporaryFile(dir=where.parent, suffix=".tmp", delete=False) as tmp:
@@ -291,8 +307,12 @@ def load_clips(videos: Sequence[Video], root: Path, options, split: str) -> Clip
         except BadVideo as e:
             return f"video {video.path} {e}"
 
+    damaged: list[Path] = []
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         results = list(pool.map(one, videos))
+    if damaged:
+        log(f"clip cache: {len(damaged)} damaged entr{'y' if len(damaged) == 1 else 'ies'} (first {damaged[0]}) "
+            f"decoded again and rewritten")
     clips, labels, ids, bad = [], [], [], []
     for video, result in zip(videos, results):
         if isinstance(result, str):
