@@ -127,6 +127,13 @@ def test_a_task_and_a_backbone_from_one_new_file_train_with_their_options(tmp_pa
     bad = ssat(tmp_path, *common, "--rotation-hidden", "0", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and bad.stderr.strip() == "ssat: error: --rotation-hidden must be at least 1, got 0"
 
+    # the run read back without the extension: the line says what to load
+    alone = subprocess.run([sys.executable, "-m", "ssat", "eval", "--checkpoint", str(out)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300,
+                           env={k: v for k, v in os.environ.items() if k != "SSAT_PLUGINS"})
+    assert alone.returncode == 2 and len(alone.stderr.strip().splitlines()) == 1, alone.stderr
+    assert "unknown option(s) rotation_hidden, toy_width" in alone.stderr and "SSAT_PLUGINS" in alone.stderr
+
     listed = ssat(tmp_path, "models", "--json", "--img-size", "8")
     rows = {r["model"]: r for r in map(json.loads, listed.stdout.splitlines())}
     assert "rotation" in rows["toy_cnn"]["aux"] and "rotation" in rows["vit_tiny"]["aux"]
@@ -153,3 +160,63 @@ def test_an_option_name_two_extensions_declare_is_refused():
 
     with pytest.raises(UserError, match="option 'temperature', which auxiliary task 'simclr' already declares"):
         declare_options("auxiliary task 'toy'", Clash)
+
+
+BROKEN = {  # module text -> what its one line must say
+    "x = 1\nraise RuntimeError('boom at import')\n": "failed to load: RuntimeError: boom at import ({m}.py, line 2)",
+    "def f(:\n    pass\n": "failed to load: SyntaxError: invalid syntax ({m}.py, line 1)",
+    "import no_such_dependency_of_a_plugin\n": "No module named 'no_such_dependency_of_a_plugin' ({m}.py, line 1); "
+                                               "install what it imports",
+    "from ssat.auxtasks import register_aux\n@register_aux('nodc', options=dict)\ndef b(backbone, cfg):\n"
+    "    pass\n": "options must be a dataclass of opt(...) fields, got <class 'dict'> ({m}.py, line 2)",
+    "from ssat.models import register_model\nfrom ssat.models.vit import VIT, vit_builder\n"
+    "register_model('vit_mini', vit_builder('vit_tiny_patch16_224'), 'mine', VIT)\n":
+        "model 'vit_mini' is already registered (by ssat.models.vit); register yours under another name",
+    "from ssat.auxtasks import register_aux\n@register_aux('mae')\ndef b(backbone, cfg):\n    pass\n":
+        "auxiliary task 'mae' is already registered (by ssat.auxtasks.mae)",
+    "from ssat.data import register_dataset\n@register_dataset('digits', 'mine')\ndef load(root, download, o):\n"
+    "    pass\n": "data set 'digits' is already registered (by ssat.data.",
+}
+
+
+@pytest.mark.parametrize("i,text", list(enumerate(BROKEN)))
+def test_a_broken_extension_is_one_line_naming_its_file_and_line(tmp_path, monkeypatch, i, text):
+    from ssat.auxtasks import AUX_TASKS
+    from ssat.data import DATASETS
+    from ssat.models import MODELS
+    from ssat.plugins import load_plugin
+    before = (dict(MODELS), dict(AUX_TASKS), dict(DATASETS))
+    name = f"broken_plugin_{i}"
+    (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    error = load_plugin(name)
+    assert error is not None and "\n" not in error and BROKEN[text].format(m=name) in error, error
+    assert (dict(MODELS), dict(AUX_TASKS), dict(DATASETS)) == before  # the built-ins are untouched
+
+
+def test_a_relative_module_name_is_one_line():
+    from ssat.plugins import load_plugin
+    assert "a relative module name; name the module in full" in load_plugin(".toyplug")
+
+
+@pytest.mark.slow
+def test_an_option_clashing_with_a_core_option_is_one_line_not_an_import_traceback(tmp_path):
+    (tmp_path / "clashplug.py").write_text(textwrap.dedent('''
+        from dataclasses import dataclass
+        from ssat.auxtasks import register_aux
+        from ssat.options import opt
+
+        @dataclass
+        class Options:
+            epochs: int = opt(3, "clashes with the core --epochs", "method")
+
+        @register_aux("clashy", options=Options)
+        def build(backbone, cfg):
+            pass
+    '''))
+    env = {**os.environ, "SSAT_PLUGINS": "clashplug",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "ssat", "data", "info", "--dataset", "digits"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "ssat: error: auxiliary task 'clashy' declares option(s) epochs, which ssat's core already has; rename them")

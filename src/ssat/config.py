@@ -12,9 +12,9 @@ from typing import Any, Optional
 
 import yaml
 
-from ssat.errors import UserError, first_line
+from ssat.errors import EXTENSION_HINT, UserError, first_line
 from ssat.options import OPTION_SETS, opt
-from ssat.plugins import load_plugins
+from ssat.plugins import ERRORS as PLUGIN_ERRORS, load_plugins
 
 
 @dataclass
@@ -189,8 +189,8 @@ class CoreConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise UserError(f"{source}: unknown option(s) {', '.join(unknown)}; "
-                            f"`ssat train --help` lists the valid ones")
+            raise UserError(f"{source}: unknown option(s) {', '.join(unknown)}; `ssat train --help` lists the valid "
+                            f"ones{EXTENSION_HINT}")
         cfg = cls(**values)
         cfg.coerce_types(source)
         return cfg
@@ -228,7 +228,8 @@ class CoreConfig:
 
         def one_of(what: str, value: str, valid) -> None:
             if value not in valid:
-                raise UserError(f"unknown {what} '{value}'; choose one of: {', '.join(sorted(valid))}")
+                raise UserError(f"unknown {what} '{value}'; choose one of: {', '.join(sorted(valid))}"
+                                + (EXTENSION_HINT if what in ("data set", "model", "auxiliary task") else ""))
 
         one_of("data set", self.dataset, DATASETS)
         one_of("model", self.model, MODELS)
@@ -313,9 +314,11 @@ def _with_extension_options(core: type) -> type:
     extra = [(f.name, f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
               field(default=f.default, metadata=f.metadata)) for f in fields.values()]  # a subclass's fields once
     clash = sorted({name for name, _, _ in extra} & {f.name for f in dataclasses.fields(core)})
-    if clash:
-        raise UserError(f"an extension declares option(s) {', '.join(clash)}, which ssat's core already has; "
-                        f"rename them")
+    if clash:  # recorded, so the CLI reports it in one line; the core option stays what it is
+        owners = [o for o, cls in OPTION_SETS.items() if {f.name for f in dataclasses.fields(cls)} & set(clash)]
+        PLUGIN_ERRORS.append(f"{owners[0] if owners else 'an extension'} declares option(s) {', '.join(clash)}, "
+                             f"which ssat's core already has; rename them")
+        extra = [e for e in extra if e[0] not in clash]
     return dataclasses.make_dataclass("Config", extra, bases=(core,), namespace={"__module__": __name__,
                                       "__doc__": "Every option of a run: ssat's core options and its extensions'."})
 

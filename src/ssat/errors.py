@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+# Said with every unknown name or option: a run trained with an extension reads back only with it loaded.
+EXTENSION_HINT = " (a run trained with an extension needs it loaded: name its module in SSAT_PLUGINS)"
+
+
 class UserError(ValueError):
     """A problem with the user's input (flags, data, checkpoint). The message names the problem *and* the fix.
     A ValueError, so that library callers can catch it as the usual bad-value exception."""

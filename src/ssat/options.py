@@ -40,3 +40,12 @@ def declare_options(owner: str, options: Optional[type]) -> None:
         if f.default is dataclasses.MISSING or "group" not in f.metadata:
             raise TypeError(f"{owner}: option '{f.name}' needs opt(default, help, group)")
     OPTION_SETS[owner] = options
+
+
+def refuse_duplicate(kind: str, name: str, registry: dict) -> None:
+    """A second registration of a name would silently replace the first (a built-in's runs would then record the
+    built-in's name for another thing): refused, naming what holds the name."""
+    if name in registry:
+        held = registry[name]  # a spec holding its builder / loader, or the builder itself
+        owner = getattr(getattr(held, "builder", getattr(held, "loader", held)), "__module__", "?")
+        raise UserError(f"{kind} '{name}' is already registered (by {owner}); register yours under another name")

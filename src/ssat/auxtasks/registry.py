@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from ssat.errors import UserError
-from ssat.options import declare_options
+from ssat.options import declare_options, refuse_duplicate
 
 
 class AuxTask(nn.Module):
@@ -51,6 +51,7 @@ def register_aux(name: str, views: int = 1, needs: str = "pooled_embedding", opt
     dataclass of `ssat.options.opt` fields, which become Config fields (flags, YAML keys) read as `cfg.<name>`;
     `video`: the task reads clips and pairs with video backbones only (image tasks with image backbones only)."""
     def wrap(builder: Callable[..., AuxTask]) -> Callable[..., AuxTask]:
+        refuse_duplicate("auxiliary task", name, AUX_TASKS)
         declare_options(f"auxiliary task '{name}'", options)
         AUX_TASKS[name], AUX_VIEWS[name], AUX_NEEDS[name], AUX_VIDEO[name] = builder, views, needs, video
         AUX_OPTIONS[name] = [f.name for f in dataclasses.fields(options)] if options else []

@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ssat.errors import UserError
-from ssat.options import declare_options
+from ssat.errors import EXTENSION_HINT, UserError
+from ssat.options import declare_options, refuse_duplicate
 
 
 @dataclass
@@ -79,6 +79,7 @@ def register_dataset(name: str, description: str, options: Optional[type] = None
     `ssat.options.opt` fields (Config fields, flags of `ssat train` and `ssat data info`), read as `options.<name>`
     by the loader."""
     def wrap(loader):
+        refuse_duplicate("data set", name, DATASETS)
         declare_options(f"data set '{name}'", options)
         DATASETS[name] = DatasetSpec(name, loader, description, options)
         return loader
@@ -88,7 +89,7 @@ def register_dataset(name: str, description: str, options: Optional[type] = None
 def load_dataset(name: str, root: Optional[str] = None, download: bool = False,
                  options: Optional[DataOptions] = None) -> DataBundle:
     if name not in DATASETS:
-        raise UserError(f"unknown data set '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
+        raise UserError(f"unknown data set '{name}'; choose one of: {', '.join(sorted(DATASETS))}{EXTENSION_HINT}")
     path = Path(root).expanduser() if root else None
     if path is not None and not path.exists() and not download and name != "digits":
         raise UserError(f"--data-root {path} does not exist; point it at the folder holding the {name} files "

@@ -19,8 +19,8 @@ from typing import Callable, Optional
 
 import torch.nn as nn
 
-from ssat.errors import UserError
-from ssat.options import declare_options
+from ssat.errors import EXTENSION_HINT, UserError
+from ssat.options import declare_options, refuse_duplicate
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ def register_model(name: str, builder: Callable[..., nn.Module], description: st
     """`builder(img_size=, patch_size=, in_chans=, num_classes=, drop_path=, global_pool=, pos_embed=, init=,
     **kwargs, cfg=)`; `options` is a dataclass of `ssat.options.opt` fields (Config fields the builder reads from
     `cfg`); builders that declare none are not passed `cfg`."""
+    refuse_duplicate("model", name, MODELS)
     declare_options(f"model '{name}'", options)
     MODELS[name] = ModelSpec(name, builder, description, kwargs, capabilities, options)
 
@@ -73,7 +74,7 @@ def build_backbone(name: str, *, img_size: int, patch_size: int, in_chans: int, 
                    init: str = "timm", frames: int = 0, cfg=None) -> nn.Module:
     """`frames`: the clip length of a video data set (0: images), which video backbones are built for."""
     if name not in MODELS:
-        raise UserError(f"unknown model '{name}'; choose one of: {', '.join(sorted(MODELS))}")
+        raise UserError(f"unknown model '{name}'; choose one of: {', '.join(sorted(MODELS))}{EXTENSION_HINT}")
     if img_size % patch_size:
         raise UserError(f"image size {img_size} is not a multiple of patch size {patch_size}; "
                         f"set --patch-size to a divisor of --img-size")
