@@ -37,6 +37,25 @@ def test_gradcam_grid_compares_models_on_the_same_images(two_runs, tmp_path, cap
     assert np.abs(left - right).mean() > 1  # two different models give different maps
 
 
+def test_gradcam_refuses_runs_of_other_sizes_and_figures_it_cannot_write(two_runs, tmp_path, tiny_flags, capsys):
+    from test_cli import run_error
+    big = tmp_path / "big"
+    assert main(["train", *tiny_flags, "--fraction", "0.05", "--img-size", "16", "--patch-size", "4",
+                 "--out", str(big)]) == 0
+    line = run_error(capsys, ["gradcam", "--checkpoint", str(two_runs["scratch"]), "--checkpoint", str(big),
+                              "--out", str(tmp_path / "g.png")])
+    assert "reads 16 px images but" in line and "same --img-size" in line
+    for command, run in (("gradcam", two_runs["scratch"]), ("reconstruct", two_runs["ssat"])):
+        line = run_error(capsys, [command, "--checkpoint", str(run), "--out", str(tmp_path / "x.txt")])
+        assert "a figure is written as .png" in line and "x.png" in line
+        line = run_error(capsys, [command, "--checkpoint", str(run), "--out", str(tmp_path)])
+        assert "is a folder" in line
+        (tmp_path / "file").write_text("x")
+        line = run_error(capsys, [command, "--checkpoint", str(run), "--out", str(tmp_path / "file" / "g.png")])
+        assert "cannot write the figure" in line
+    assert not (tmp_path / "x.txt").exists()
+
+
 def test_attention_rollout_is_a_normalised_map_per_image():
     from ssat.models import build_backbone
     torch.manual_seed(0)

@@ -387,6 +387,10 @@ def test_every_method_trains_on_faceforensics_and_evaluates_across_manipulations
     run_cli("reconstruct", "--checkpoint", tmp_path / "ssat", "--out", tmp_path / "rec.png", "--n", "2")
     drawn = json.loads(capsys.readouterr().out)
     assert drawn["clips"] == 2 and drawn["frames"] == 4 and (tmp_path / "rec.png").stat().st_size > 1000
+    from ssat.cli import main
+    assert main(["gradcam", "--checkpoint", str(tmp_path / "ssat"), "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a video model; Grad-CAM here draws images" in err and len(err.splitlines()) == 1
 
 
 def test_bench_times_a_video_step(capsys, shallow_backbones):

@@ -89,6 +89,13 @@ def gradcam_grid(checkpoints: list[str], out: str, n: int = 8, dataset: Optional
     dev = resolve_device(device)
     models = [load_classifier(c, dev) for c in checkpoints]
     _, cfg0, meta0 = models[0]
+    for path, (_, cfg, meta) in zip(checkpoints, models):
+        if meta.get("frames"):
+            raise UserError(f"{path} is a video model; Grad-CAM here draws images: look inside a video run with "
+                            f"`ssat reconstruct --checkpoint {path}`")
+        if cfg.img_size != cfg0.img_size:
+            raise UserError(f"{path} reads {cfg.img_size} px images but {checkpoints[0]} reads {cfg0.img_size} px; "
+                            f"compare runs trained at the same --img-size in one grid")
     x, rgb, labels, classes = test_images(cfg0, meta0, n, dataset, data_root)
     columns = [("image", [rgb[i] for i in range(len(rgb))], [classes[y] for y in labels])]
     for path, (model, cfg, meta) in zip(checkpoints, models):
@@ -116,8 +123,7 @@ def gradcam_grid(checkpoints: list[str], out: str, n: int = 8, dataset: Optional
             if r == 0:
                 ax.set_title(f"{header}\n{ax.get_title()}", fontsize=7)
     fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    save_figure(fig, out)
     plt.close(fig)
     return {"out": str(out), "images": rows, "models": len(checkpoints)}
 
@@ -181,8 +187,7 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
             if r == 0:
                 axes[r][c].set_title(title, fontsize=8)
     fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    save_figure(fig, out)
     plt.close(fig)
     error = float(masked_mse(pred, target, mask))  # in pixel units: pred was mapped back above
     return {"out": str(out), "images": len(rgb), "masked_mse": round(error, 5)}
@@ -225,11 +230,36 @@ def _reconstruct_clips(model, cfg, meta: dict, out: str, n: int, seed: int, plt)
                 if f == 0:
                     ax.set_title(f"clip {c}: {title}", fontsize=7, loc="left")
     fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    save_figure(fig, out)
     plt.close(fig)
     error = float(masked_mse(pred, target, masking.mask))
     return {"out": str(out), "clips": len(x), "frames": shown, "masked_mse": round(error, 5)}
+
+
+FIGURE_TYPES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
+
+def check_figure_path(out: str) -> None:
+    """Refuse an --out matplotlib cannot write (x.txt, a folder) before any work is done."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as {path / 'figure.png'}")
+    if path.suffix.lower() not in FIGURE_TYPES:
+        raise UserError(f"--out {out}: a figure is written as {', '.join(FIGURE_TYPES)}; give a file name ending "
+                        f"in one of them (e.g. {path.with_suffix('.png').name})")
+
+
+def save_figure(fig, out: str) -> None:
+    import matplotlib.pyplot as plt
+    path = Path(out).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write the figure ({e.strerror or first_line(e)}); choose a writable "
+                        f"path") from None
+    finally:
+        plt.close(fig)
 
 
 def _check_n(n: int) -> None:
@@ -239,6 +269,7 @@ def _check_n(n: int) -> None:
 
 def main_gradcam(args) -> int:
     _check_n(args.n)
+    check_figure_path(args.out)
     need_extra("pytorch_grad_cam", "explain", "ssat gradcam")
     need_extra("matplotlib", "explain", "ssat gradcam")
     print(json.dumps(gradcam_grid(args.checkpoint, args.out, args.n, args.dataset, args.data_root, args.device)))
@@ -247,6 +278,7 @@ def main_gradcam(args) -> int:
 
 def main_reconstruct(args) -> int:
     _check_n(args.n)
+    check_figure_path(args.out)
     need_extra("matplotlib", "report", "ssat reconstruct")
     print(json.dumps(reconstruct(args.checkpoint, args.out, args.n, args.seed)))
     return 0
