@@ -176,3 +176,16 @@ def test_cifar_download_goes_through_torchvision_then_reads_the_files(tmp_path, 
     assert calls == [(str(tmp_path), True)] and len(data.test) == 10
     load_dataset("cifar10", str(tmp_path), download=True)
     assert len(calls) == 1  # files already there: no second download
+
+
+def test_an_image_folder_linking_outside_its_root_needs_allow_outside_root(tmp_path):
+    from fixtures import write_imagefolder
+    from ssat.data import DataOptions, load_dataset
+    from ssat.errors import UserError
+    root = write_imagefolder(tmp_path / "data", per_class=2, size=8)
+    other = write_imagefolder(tmp_path / "private", per_class=1, size=8)
+    (root / "train" / "cat" / "linked.png").symlink_to(other / "train" / "dog" / "0.png")
+    with pytest.raises(UserError, match="outside --data-root .*--allow-outside-root"):
+        load_dataset("imagefolder", str(root))
+    data = load_dataset("imagefolder", str(root), options=DataOptions(allow_outside_root=True))
+    assert len(data.train) == 3 * 2 + 1

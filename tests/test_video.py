@@ -289,7 +289,66 @@ def test_bad_videos_get_one_line_or_are_skipped(tmp_path):
     data = load_dataset("videofolder", str(root), options=DataOptions(on_bad_image="skip", log=skipped.append,
                                                                       extra=opts(tmp_path).extra))
     assert len(data.train) == 4 and sum(s.startswith("skipped: video") for s in skipped) == 2
-    assert any("fewer than the 4 per clip" in s for s in skipped)
+    assert any("fewer than the 4 that 1 clip(s) of 4 distinct frames need" in s for s in skipped)
+
+
+@pytest.mark.parametrize("boxes,message", [
+    ({"train/class0/clip0.mp4": ["a", 1, 2, 3]}, "is not [x, y, w, h]"),
+    ({"train/class0/clip0.mp4": [1, 2, 3]}, "is not [x, y, w, h]"),
+    ({"train/class0/clip0.mp4": [0, 0, 0, 0]}, "is not [x, y, w, h] (four numbers, w and h at least 1 pixel)"),
+    ({"train/class0/clip0.mp4": [[1, 1, 4, 4], [1, "x", 4, 4]]}, "is not [x, y, w, h]"),
+    ({"train/class0/clip0.mp4": [100, 100, 8, 8]}, "whose centre lies outside its 16x16 frames"),
+    ({"train/class0/clip0.mp4": [-20, 2, 8, 8]}, "whose centre lies outside its 16x16 frames"),
+])
+def test_face_boxes_that_are_not_boxes_in_the_frame_are_one_line(tmp_path, boxes, message):
+    root = videofolder_tree(tmp_path / "vf", per_class=(1, 1), frames=6, size=16)
+    good = [2, 2, 8, 8]
+    every = {f"{s}/class{c}/clip0.mp4": good for s in ("train", "val") for c in range(3)}
+    (tmp_path / "boxes.json").write_text(json.dumps({**every, **boxes}))
+    with pytest.raises(UserError) as e:
+        load_dataset("videofolder", str(root), options=opts(tmp_path, face_crop="boxes", clip_cache="none",
+                                                            face_boxes=str(tmp_path / "boxes.json")))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_more_clips_than_distinct_frames_is_refused_not_repeated(tmp_path):
+    root = videofolder_tree(tmp_path / "vf", per_class=(1, 1), frames=6, size=16)
+    with pytest.raises(UserError, match="has 6 frames, fewer than the 8 that 2 clip"):
+        load_dataset("videofolder", str(root), options=opts(tmp_path, clips_per_video=2, clip_cache="none"))
+    from ssat.data.video import clip_indices
+    picks = [i for clip in clip_indices(12, 4, 0, 3) for i in clip]
+    assert len(set(picks)) == 12  # exactly enough: every frame once
+
+
+def test_an_empty_faceforensics_split_file_is_one_line(ff_root, tmp_path):
+    import shutil
+    root = tmp_path / "ff"
+    shutil.copytree(ff_root, root)
+    (root / "splits" / "train.json").write_text("[]")
+    with pytest.raises(UserError, match=r"splits/train.json lists no videos; restore the released split file"):
+        load_dataset("faceforensics", str(root), options=opts(tmp_path, manipulations="Deepfakes"))
+
+
+def test_split_ids_and_links_reaching_outside_the_root_need_allow_outside_root(ff_root, tmp_path):
+    import shutil
+    root = tmp_path / "ff"
+    shutil.copytree(ff_root, root)
+    real = root / "original_sequences" / "youtube" / "c23" / "videos"
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(real / "000.mp4", outside / "secret.mp4")
+    pairs = json.loads((root / "splits" / "test.json").read_text())
+    for bad in ("../../../../../elsewhere/secret", str(outside / "secret")):
+        (root / "splits" / "test.json").write_text(json.dumps(pairs + [[bad, pairs[0][0]]]))
+        with pytest.raises(UserError, match="outside --data-root .*--allow-outside-root"):
+            load_dataset("faceforensics", str(root), options=opts(tmp_path, manipulations="Deepfakes"))
+    vf = videofolder_tree(tmp_path / "vf", per_class=(1, 1), frames=6, size=16)
+    (vf / "train" / "class0" / "linked.mp4").symlink_to(outside / "secret.mp4")
+    with pytest.raises(UserError, match="outside --data-root"):
+        load_dataset("videofolder", str(vf), options=opts(tmp_path, clip_cache="none"))
+    allowed = load_dataset("videofolder", str(vf), options=DataOptions(allow_outside_root=True,
+                                                                       extra=opts(tmp_path, clip_cache="none").extra))
+    assert len(allowed.train) == 4
 
 
 def test_split_naming_a_missing_video_is_one_line(ff_root, tmp_path):

@@ -53,6 +53,8 @@ def read_split(root: Path, split: str) -> list[tuple[str, str]]:
                         f"must hold splits/{{train,val,test}}.json as released") from None
     if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
         raise UserError(f"{path} is not a list of [target, source] id pairs, as the released split files are")
+    if not pairs:
+        raise UserError(f"{path} lists no videos; restore the released split file")
     return [(str(a), str(b)) for a, b in pairs]
 
 

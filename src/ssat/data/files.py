@@ -107,17 +107,24 @@ def check_split_paths(name: str, train: FileImageDataset, test: FileImageDataset
         raise UserError(f"{name}: the train and test splits both list {shared[0]}"
                         + (f" and {len(shared) - 1} more" if len(shared) > 1 else "")
                         + "; a test image must not be trained on: fix the split files")
-    if root is not None and not options.allow_outside_root:
-        top = Path(root).resolve()
-        outside = next((p for ps in resolved.values() for p in ps if not p.is_relative_to(top)), None)
-        if outside is not None:
-            raise UserError(f"{name}: a split file names {outside}, outside --data-root {top}; move the images "
-                            f"under it, or pass --allow-outside-root if that is intended")
+    refuse_outside(name, [p for ps in resolved.values() for p in ps], root, options, "a split file names")
     for split, paths in resolved.items():
         twice = len(paths) - len(set(paths))
         if twice:
             (options.log or print)(f"warning: the {name} {split} split lists {twice} image(s) more than once; they "
                                    f"count (and train) that many times")
+
+
+def refuse_outside(name: str, paths: Sequence[Path], root: Optional[Path], options, how: str) -> None:
+    """The one rule for every data set: a file that resolves (symlinks followed) outside --data-root is refused
+    unless --allow-outside-root, so a split file or a link cannot pull other data into a run."""
+    if root is None or options.allow_outside_root:
+        return
+    top = Path(root).resolve()
+    outside = next((p for p in (Path(q).resolve() for q in paths) if not p.is_relative_to(top)), None)
+    if outside is not None:
+        raise UserError(f"{name}: {how} {outside}, outside --data-root {top}; move the files under it, or pass "
+                        f"--allow-outside-root if that is intended")
 
 
 def file_bundle(name: str, train: FileImageDataset, test: FileImageDataset, classes: list[str], options,

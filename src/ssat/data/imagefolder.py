@@ -45,7 +45,7 @@ def load_folders(name: str, root, options, val_names=("val",)):
         raise UserError(f"{root}: train/ and {val_dir.name}/ have different class folders "
                         f"({sorted(set(train_classes) ^ set(val_classes))[:5]}); give both the same classes")
     return file_bundle(name, FileImageDataset(train_paths, train_labels), FileImageDataset(val_paths, val_labels),
-                       train_classes, options, IMAGENET_MEAN, IMAGENET_STD)
+                       train_classes, options, IMAGENET_MEAN, IMAGENET_STD, root=root)
 
 
 @register_dataset("imagefolder", "your own images: <root>/train/<class>/..., <root>/val/<class>/...")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ssat.data.files import refuse_outside
 from ssat.errors import UserError, first_line, need_extra
 from ssat.options import opt
 
@@ -99,8 +101,9 @@ def clip_indices(n: int, frames: int, stride: int, clips: int) -> list[list[int]
     video, cut into consecutive clips (FaceForensics++'s N frames per video). Stride s: clips of `frames` frames s
     apart, their starts spread evenly over the video."""
     if stride == 0:
-        if n < frames:
-            raise BadVideo(f"has {n} frames, fewer than the {frames} per clip asked for; lower --frames")
+        if n < frames * clips:  # fewer would repeat frames within and across clips, silently
+            raise BadVideo(f"has {n} frames, fewer than the {frames * clips} that {clips} clip(s) of {frames} distinct "
+                           f"frames need; lower --clips-per-video or --frames")
         picks = np.linspace(0, n - 1, frames * clips).round().astype(int).tolist()
         return [picks[i * frames:(i + 1) * frames] for i in range(clips)]
     span = (frames - 1) * stride + 1
@@ -145,9 +148,20 @@ def decode_frames(path: Path, wanted: Callable[[int], list[list[int]]]) -> tuple
     return [out[i] for i in picks], picks
 
 
+def is_box(box) -> bool:
+    """[x, y, w, h]: four finite numbers, width and height at least one pixel."""
+    return isinstance(box, (list, tuple)) and len(box) == 4 and \
+        all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box) and \
+        box[2] >= 1 and box[3] >= 1
+
+
 def square_box(box: Sequence[float], width: int, height: int, scale: float = FACE_SCALE) -> tuple[int, int, int]:
-    """[x, y, w, h] -> (left, top, side) of the square of side scale * max(w, h) centred on it, kept in the frame."""
+    """[x, y, w, h] -> (left, top, side) of the square of side scale * max(w, h) centred on it, kept in the frame.
+    A box whose centre lies outside the frame would give a corner crop of something else: BadVideo."""
     x, y, w, h = (float(v) for v in box)
+    if not (0 <= x + w / 2 < width and 0 <= y + h / 2 < height):
+        raise BadVideo(f"has the box {list(box)} in --face-boxes, whose centre lies outside its {width}x{height} "
+                       f"frames; fix the box (pixels, [x, y, w, h] from the top left)")
     side = int(round(min(max(w, h) * scale, width, height)))
     cx, cy = x + w / 2, y + h / 2
     left = int(round(min(max(cx - side / 2, 0), width - side)))
@@ -271,6 +285,13 @@ def load_boxes(path: Optional[str], root: Path) -> dict:
     if not isinstance(boxes, dict):
         raise UserError(f"--face-boxes {file} holds a {type(boxes).__name__}; it must map video paths relative to "
                         f"--data-root to [x, y, w, h] boxes")
+    for video, box in boxes.items():
+        per_frame = isinstance(box, list) and bool(box) and all(isinstance(b, list) for b in box)
+        bad = next((b for b in (box if per_frame else [box]) if not is_box(b)), None)
+        if bad is not None:
+            raise UserError(f"--face-boxes {file}: the box {json.dumps(bad)[:60]} of {video} is not [x, y, w, h] "
+                            f"(four numbers, w and h at least 1 pixel); fix it or give one box per frame as a list "
+                            f"of such boxes")
     return boxes
 
 
@@ -332,7 +353,10 @@ def load_clips(videos: Sequence[Video], root: Path, options, split: str) -> Clip
 
 
 def load_splits(root: Path, options, train: Sequence[Video], test: Sequence[Video]) -> tuple[ClipDataset, ClipDataset]:
-    """The (train, test) clips of a video set; a split the caller does not read (`options.splits`) stays empty."""
+    """The (train, test) clips of a video set; a split the caller does not read (`options.splits`) stays empty.
+    Videos that resolve outside --data-root (a split file's '../' or absolute id, a symlink) are refused unless
+    --allow-outside-root, as for image files."""
+    refuse_outside("video set", [v.path for v in (*train, *test)], root, options, "a split or link names")
     return tuple(load_clips(videos, root, options, part) if part in options.splits else ClipDataset.empty(options)
                  for part, videos in (("train", train), ("test", test)))
 
