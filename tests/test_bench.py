@@ -131,3 +131,26 @@ def test_bench_rejects_bad_profile_and_epoch_values(capsys, argv, message):
     assert main(["bench", "--device", "cpu", "--no-peak", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_ssat_models_counts_on_the_meta_device_what_real_tensors_count(capsys):
+    """`ssat models` counts FLOPs without arithmetic (meta tensors); the count is the real one, and an absurd
+    --img-size is one line instead of minutes and an allocator traceback."""
+    import json
+
+    from ssat.cli import main
+    from ssat.config import Config, default_patch_size
+    from ssat.flops import inference_flops_per_image
+    from ssat.models import MODELS, build_backbone, input_shape
+    assert main(["models", "--img-size", "32", "--json"]) == 0
+    rows = {r["model"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    for name in ("vit_mini", "cvt_13", "swin_tiny", "video_vit_tiny"):
+        frames = Config.frames if MODELS[name].capabilities.video else 0
+        real = build_backbone(name, img_size=32, patch_size=default_patch_size(32, name), in_chans=3,
+                              num_classes=10, frames=frames)
+        x = torch.randn(1, *input_shape(3, 32, frames))
+        assert rows[name]["gflops"] == round(inference_flops_per_image(real, x) / 1e9, 3), name
+    assert main(["models", "--img-size", "100000"]) == 2
+    assert "beyond what ssat models describes (4096 px at most)" in capsys.readouterr().err
+    assert main(["models", "--img-size", "30", "--patch-size", "5", "--json"]) == 0
+    assert all(json.loads(r)["patch_size"] == 5 for r in capsys.readouterr().out.splitlines())

@@ -189,3 +189,24 @@ def test_an_image_folder_linking_outside_its_root_needs_allow_outside_root(tmp_p
         load_dataset("imagefolder", str(root))
     data = load_dataset("imagefolder", str(root), options=DataOptions(allow_outside_root=True))
     assert len(data.train) == 3 * 2 + 1
+
+
+def test_a_16_bit_image_decodes_in_little_memory_and_to_the_same_pixels(tmp_path):
+    """Rescaling 16-bit pixels went through float64 (8 bytes a pixel, several copies): a band at a time in integers
+    gives the same bytes with memory near the 8-bit result."""
+    import tracemalloc
+
+    from PIL import Image
+
+    from ssat.data.files import decode
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 65536, (1500, 2000), dtype=np.uint16)
+    pixels[0, :4] = [0, 128, 32767, 65535]
+    Image.fromarray(pixels).save(tmp_path / "deep.png")  # PIL writes mode I;16
+    tracemalloc.start()
+    image = decode(tmp_path / "deep.png", "L")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    expected = np.clip(pixels.astype(np.float64) / 65535 * 255 + 0.5, 0, 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(image), expected)
+    assert peak < 6 * pixels.size, f"{peak / pixels.size:.1f} bytes a pixel"  # float64 took 24

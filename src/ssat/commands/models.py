@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import torch
 
@@ -14,17 +15,22 @@ from ssat.methods import METHODS
 from ssat.models import MODELS, build_backbone, input_shape
 
 
-def describe(img_size: int = 32, in_chans: int = 3, num_classes: int = 10) -> list[dict]:
-    """Video models are measured on a clip of the default --frames (GFLOPs per clip)."""
+MAX_SIZE = 4096  # a ViT-B's position table at 100000 px alone would need 30 G numbers
+
+
+def describe(img_size: int = 32, in_chans: int = 3, num_classes: int = 10,
+             patch_size: Optional[int] = None) -> list[dict]:
+    """Video models are measured on a clip of the default --frames (GFLOPs per clip). FLOPs are counted on the
+    meta device (shapes only, no arithmetic), so a large --img-size takes seconds, not minutes."""
     rows = []
     for name, spec in MODELS.items():
         torch.manual_seed(0)
         spec_caps = spec.capabilities
-        patch = default_patch_size(img_size, name)
+        patch = patch_size or default_patch_size(img_size, name)
         frames = Config.frames if spec_caps.video else 0
         backbone = build_backbone(name, img_size=img_size, patch_size=patch, in_chans=in_chans,
-                                  num_classes=num_classes, frames=frames)
-        x = torch.randn(1, *input_shape(in_chans, img_size, frames))
+                                  num_classes=num_classes, frames=frames).to("meta")
+        x = torch.empty(1, *input_shape(in_chans, img_size, frames), device="meta")
         rows.append({"model": name, "description": spec.description, "img_size": img_size, "patch_size": patch,
                      "frames": frames or None,
                      "params_m": round(sum(p.numel() for p in backbone.parameters()) / 1e6, 2),
@@ -38,10 +44,13 @@ def describe(img_size: int = 32, in_chans: int = 3, num_classes: int = 10) -> li
 
 
 def main(args) -> int:
-    if min(args.img_size, args.in_chans, args.classes) < 1:
-        raise UserError(f"--img-size, --in-chans and --classes must be at least 1, got {args.img_size}, "
-                        f"{args.in_chans} and {args.classes}")
-    rows = describe(args.img_size, args.in_chans, args.classes)
+    if min(args.img_size, args.in_chans, args.classes, args.patch_size or 1) < 1:
+        raise UserError(f"--img-size, --patch-size, --in-chans and --classes must be at least 1, got {args.img_size}, "
+                        f"{args.patch_size}, {args.in_chans} and {args.classes}")
+    if args.img_size > MAX_SIZE:
+        raise UserError(f"--img-size {args.img_size} is beyond what ssat models describes ({MAX_SIZE} px at most); "
+                        f"give a smaller size (FLOPs of a ViT grow with the square of its token count)")
+    rows = describe(args.img_size, args.in_chans, args.classes, args.patch_size)
     if args.json:
         for row in rows:
             print(json.dumps(row))

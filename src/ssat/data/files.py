@@ -25,14 +25,27 @@ def decode(path: Path, mode: str = "RGB") -> Image.Image:
     with Image.open(path) as im:
         im.load()
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit: rescale, don't clip at 255
-            arr = np.asarray(im).astype(np.float64)
-            top = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-            im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+            im = Image.fromarray(to_uint8(np.asarray(im), exact_16bit=im.mode.startswith("I;16")), "L")
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             im = im.convert("RGBA")
             background = Image.new("RGBA", im.size, (255, 255, 255, 255))  # transparent -> white, not black
             im = Image.alpha_composite(background, im)
         return im.convert(mode)
+
+
+def to_uint8(arr: np.ndarray, exact_16bit: bool, band: int = 1 << 16) -> np.ndarray:
+    """Rescale a 16- or 32-bit image to 0..255 (16-bit: round(v * 255 / 65535) exactly, in integers; others: by
+    their maximum), a band of rows at a time: memory stays near the 8-bit result, not 8 bytes a pixel."""
+    out = np.empty(arr.shape, dtype=np.uint8)
+    top = 65535 if exact_16bit else max(float(arr.max()), 1.0)
+    rows = max(1, band // max(1, arr.shape[1] if arr.ndim > 1 else 1))  # about `band` pixels at a time
+    for r in range(0, arr.shape[0], rows):
+        band = arr[r:r + rows]
+        if exact_16bit:
+            out[r:r + rows] = (band.astype(np.uint32) * 255 + 32767) // 65535
+        else:
+            out[r:r + rows] = np.clip(band.astype(np.float64) / top * 255.0 + 0.5, 0, 255)
+    return out
 
 
 def bad_image_error(path: Path, e: Exception) -> UserError:

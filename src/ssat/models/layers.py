@@ -80,6 +80,8 @@ class Float32Conv2d(nn.Conv2d):
     layer is tiny; docs/benchmarks.md)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.amp.is_autocast_available(x.device.type):  # the meta device (FLOP counts without compute)
+            return super().forward(x.float())
         with torch.autocast(x.device.type, enabled=False):
             return super().forward(x.float())
 
