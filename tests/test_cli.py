@@ -163,7 +163,7 @@ def test_table_compares_with_scratch(tmp_path, tiny_flags, capsys):
     (["eval", "--checkpoint", "x", "--perturb-seed", "-1"], "--perturb-seed at least 0"),
     (["gradcam", "--checkpoint", "x", "--n", "0"], "--n must be at least 1"),
     (["reconstruct", "--checkpoint", "x", "--n", "0"], "--n must be at least 1"),
-    (["models", "--img-size", "0"], "--img-size, --in-chans and --classes must be at least 1"),
+    (["models", "--img-size", "0"], "--img-size, --patch-size, --in-chans and --classes must be at least 1"),
 ])
 def test_other_commands_refuse_out_of_range_numbers(capsys, argv, message):
     assert message in run_error(capsys, argv)

@@ -21,16 +21,25 @@ BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Im
 
 
 def decode(path: Path, mode: str = "RGB") -> Image.Image:
-    """Open and fully decode `path` (so truncation is caught here), converted to `mode`."""
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit: rescale, don't clip at 255
-            im = Image.fromarray(to_uint8(np.asarray(im), exact_16bit=im.mode.startswith("I;16")), "L")
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA")
-            background = Image.new("RGBA", im.size, (255, 255, 255, 255))  # transparent -> white, not black
-            im = Image.alpha_composite(background, im)
-        return im.convert(mode)
+    """Open and fully decode `path` (so truncation is caught here), converted to `mode`; an image already in `mode`
+    is returned as decoded, not copied (a large photo would otherwise be held twice)."""
+    im = Image.open(path)
+    try:
+        im.load()  # reads the pixels and, for a single-frame file opened by name, closes it
+        if getattr(im, "fp", None) is not None:  # multi-frame formats keep the file open: keep the pixels, close it
+            loaded = im.copy()
+            im.close()
+            im = loaded
+    except BaseException:
+        im.close()
+        raise
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit: rescale, don't clip at 255
+        im = Image.fromarray(to_uint8(np.asarray(im), exact_16bit=im.mode.startswith("I;16")), "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))  # transparent -> white, not black
+        im = Image.alpha_composite(background, im)
+    return im if im.mode == mode else im.convert(mode)
 
 
 def to_uint8(arr: np.ndarray, exact_16bit: bool, band: int = 1 << 16) -> np.ndarray:
