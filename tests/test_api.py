@@ -79,3 +79,44 @@ def test_ssat_train_from_python_writes_a_run(tmp_path):
     summary = ssat.train(ssat.config(dataset="digits", model="vit_mini", per_class=4, epochs=1, batch_size=16,
                                      energy=False, quiet=True, device="cpu", out=str(tmp_path / "run")))
     assert summary["method"] == "ssat" and (tmp_path / "run" / "summary.json").exists()
+
+
+def _vit(**kw):
+    return timm.create_model("vit_tiny_patch16_224", **{"num_classes": 3, "img_size": 16, "patch_size": 4,
+                                                        "embed_dim": 32, "depth": 2, "num_heads": 2, **kw})
+
+
+def test_what_the_api_cannot_honour_is_refused_not_ignored():
+    with pytest.raises(ssat.UserError, match=r"no classification head \(num_classes=0\)"):
+        ssat.SSAT(_vit(num_classes=0))
+    with pytest.raises(ssat.UserError, match="img_size 30x30 is not a multiple of patch_size 4"):
+        ssat.SSAT(_vit(img_size=30))
+    with pytest.raises(ssat.UserError, match="temperature do\\(es\\) not apply to the auxiliary task 'mae'"):
+        ssat.SSAT(_vit(), aux="mae", temperature=0.5)
+    with pytest.raises(ssat.UserError, match="epochs do\\(es\\) not apply"):
+        ssat.SSAT(_vit(), aux="mae", epochs=3)
+    model = ssat.SSAT(_vit(), aux="simclr", temperature=0.5)  # its own option is taken
+    assert model.aux.temperature == 0.5
+    for bad in (float("nan"), -0.1, 1.5, "half"):
+        with pytest.raises(ssat.UserError, match="progress must be a number in \\[0, 1\\]"):
+            model.set_progress(bad)
+    with pytest.raises(ssat.UserError, match="takes a Config"):
+        ssat.train(["epochs", 1])
+
+
+def test_predict_is_in_eval_mode_and_leaves_the_mode_as_it_was():
+    torch.manual_seed(0)
+    model = ssat.SSAT(_vit(drop_path_rate=0.5), aux="mae", decoder_dim=16, decoder_heads=2, decoder_depth=1)
+    x = torch.randn(2, 3, 16, 16)
+    model.train()
+    first, second = model.predict(x), model.predict(x)
+    assert torch.equal(first, second) and model.training and model.backbone.training  # no drop-path, mode kept
+    model.eval()
+    assert torch.allclose(model.predict(x), first)
+
+
+def test_train_takes_a_dict_of_options(tmp_path):
+    import tiny_model  # noqa: F401
+    from conftest import TINY
+    summary = ssat.train({**TINY, "fraction": 0.05, "out": str(tmp_path / "run")})
+    assert summary["epochs"] == 1 and (tmp_path / "run" / "summary.json").is_file()

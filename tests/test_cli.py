@@ -80,6 +80,8 @@ def test_checkpoint_errors(capsys, tmp_path, tiny_flags):
     assert "does not fit model vit_test" in run_error(capsys, ["eval", "--checkpoint",
                                                                str(tmp_path / "bad.safetensors")])
     assert "image" in run_error(capsys, ["predict", "--checkpoint", str(out), str(tmp_path / "none.png")])
+    assert "is a folder; pass image files" in run_error(capsys, ["predict", "--checkpoint", str(out),
+                                                               str(tmp_path)])
     (tmp_path / "bad.png").write_bytes(b"not an image")
     assert "not a readable image" in run_error(capsys, ["predict", "--checkpoint", str(out),
                                                         str(tmp_path / "bad.png")])

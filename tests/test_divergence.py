@@ -73,3 +73,16 @@ def test_eval_and_predict_refuse_non_finite_weights(tmp_path, tiny_flags, capsys
     for argv in (["eval", "--checkpoint", str(tmp_path / "nan.safetensors")],
                  ["predict", "--checkpoint", str(tmp_path / "nan.safetensors"), str(tmp_path / "x.png")]):
         assert "holds non-finite weights (head.weight)" in run_error(capsys, argv)
+
+
+def test_non_finite_pretrained_weights_are_named_not_reported_as_a_divergence(tmp_path, tiny_flags, capsys):
+    from safetensors.torch import load_file, save_file
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--fraction", "0.05", "--method", "scratch", "--out", str(out)]) == 0
+    tensors = load_file(str(out / "model.safetensors"))
+    tensors["blocks.0.norm1.weight"][0] = float("nan")
+    save_file(tensors, str(tmp_path / "nan.safetensors"))
+    line = run_error(capsys, ["train", *tiny_flags, "--fraction", "0.05", "--method", "scratch", "--pretrained",
+                              str(tmp_path / "nan.safetensors"), "--out", str(tmp_path / "ft")])
+    assert "holds non-finite weights (blocks.0.norm1.weight); use other weights" in line
+    assert "--lr" not in line and not (tmp_path / "ft" / "metrics.jsonl").exists()

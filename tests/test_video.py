@@ -351,6 +351,17 @@ def test_split_ids_and_links_reaching_outside_the_root_need_allow_outside_root(f
     assert len(allowed.train) == 4
 
 
+def test_a_run_whose_every_video_is_skipped_says_clips_not_images(tmp_path, capsys):
+    from ssat.cli import main
+    root = videofolder_tree(tmp_path / "vf", per_class=(1, 1), frames=6, size=16)
+    for video in root.rglob("*.mp4"):
+        video.write_bytes(b"garbage")
+    assert main(["train", *flags({**VIDEO, "dataset": "videofolder", "data_root": str(root), "clip_cache": "none",
+                                  "on_bad_image": "skip", "out": str(tmp_path / "run")})]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the training split holds no clip (every video was skipped or none is listed)" in err
+
+
 def test_split_naming_a_missing_video_is_one_line(ff_root, tmp_path):
     import shutil
     root = tmp_path / "ff"

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from ssat.auxtasks import build_aux, resolve_aux
 from ssat.config import Config
+from ssat.errors import UserError
 from ssat.models.vit import TimmViT
 from ssat.objective import LossWeighting, SSATModel
 
@@ -25,14 +26,38 @@ def SSAT(vit: nn.Module, aux: str = "auto", lam: float | None = None, balance: s
     train`'s (0.9 with `ema`); call `model.set_progress(p)` before a step for a λ schedule and
     `model.after_step(p)` after it for tasks with an EMA teacher (DINO), p in [0, 1]."""
     backbone = vit if hasattr(vit, "capabilities") else TimmViT(vit)
+    if not getattr(backbone, "num_classes", 0):
+        raise UserError("the ViT has no classification head (num_classes=0), so the primary loss would be computed "
+                        "on its features; create it with num_classes=N (e.g. timm.create_model(..., num_classes=10))")
     defaults = Config()
     cfg = Config.from_dict({"aux": aux, "lam": defaults.lam if lam is None else lam,
                             "balance": balance or defaults.balance, "lambda_schedule": lambda_schedule,
                             "lambda_end": lambda_end, "label_smoothing": label_smoothing, **options},
                            source="ssat.SSAT").validate()
-    task = build_aux(resolve_aux(cfg.aux, backbone.capabilities), backbone, cfg)
+    name = resolve_aux(cfg.aux, backbone.capabilities)
+    reads = ReadsOf(cfg)
+    task = build_aux(name, backbone, reads)
+    unused = sorted(set(options) - reads.read)
+    if unused:  # e.g. temperature= with aux="mae", or a training option such as epochs=
+        raise UserError(f"ssat.SSAT: {', '.join(unused)} do(es) not apply to the auxiliary task '{name}', which "
+                        f"reads {', '.join(sorted(reads.read - {'aux', 'method'})) or 'no option'}; drop it, or "
+                        f"pass it to ssat.config() for a whole training run")
     weighting = LossWeighting(cfg.lam, cfg.lambda_end, cfg.lambda_schedule, cfg.balance)
     return SSATModel(backbone, task, lam=cfg.lam, label_smoothing=cfg.label_smoothing, weighting=weighting)
+
+
+class ReadsOf:
+    """A Config that notes which options are read: what a task's builder used, so an option given for another
+    task (or for a training run) is refused instead of silently ignored."""
+
+    def __init__(self, cfg: Config):
+        self._cfg, self.read = cfg, set()
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        self.read.add(name)
+        return getattr(self._cfg, name)
 
 
 def config(**options) -> Config:

@@ -22,16 +22,14 @@ from ssat.data.transforms import Transformed, eval_transform
 from ssat.data.files import BAD_IMAGE_ERRORS, decode
 from ssat.errors import UserError, first_line
 from ssat.models import build_backbone
-from ssat.runs import atomic_write_text, load_trained
+from ssat.runs import atomic_write_text, check_finite, load_trained
 
 
 def load_classifier(checkpoint: str, device: torch.device):
     """-> (backbone in eval mode, its Config, its data metadata). Only encoder + head weights are loaded."""
     tensors, meta = load_trained(checkpoint)
-    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if bad is not None:
-        raise UserError(f"checkpoint {checkpoint} holds non-finite weights ({bad}): its run diverged; use an earlier "
-                        f"checkpoint or retrain with a lower --lr")
+    check_finite(tensors, f"checkpoint {checkpoint}", "its run diverged: use an earlier checkpoint or retrain with "
+                                                      "a lower --lr")
     cfg = Config.from_dict(meta["config"], source=str(checkpoint))
     data = meta["data"]
     try:
@@ -153,6 +151,9 @@ def _record(checkpoint: str, section: str, key: str, result: dict) -> None:
 
 def read_image(path: str, in_chans: int) -> Image.Image:
     """Decoded exactly as training decodes files (16-bit rescaled, transparency on white), same errors."""
+    if Path(path).is_dir():
+        raise UserError(f"{path} is a folder; pass image files (e.g. {Path(path) / '*.png'}, which the shell "
+                        f"expands)")
     if not Path(path).is_file():
         raise UserError(f"image {path} does not exist; pass paths of image files")
     try:

@@ -117,6 +117,7 @@ class SSATModel(nn.Module):
 
     def set_progress(self, progress: float) -> None:
         """Before each optimizer step: `progress` in [0, 1] of training (for a scheduled λ)."""
+        check_progress(progress)
         if self.weighting is not None:
             self.weighting.set_progress(progress)
 
@@ -153,18 +154,31 @@ class SSATModel(nn.Module):
 
     def after_step(self, progress: float) -> None:
         """After each optimizer step: tasks with state outside the optimiser (DINO's teacher) update it."""
+        check_progress(progress)
         if self.aux is not None:
             self.aux.after_step(self.backbone, progress)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images)
+        """Logits in eval mode (no drop-path, no dropout), whatever mode the model is in; the mode is restored."""
+        was = self.backbone.training
+        self.backbone.eval()
+        try:
+            return self.backbone(images)
+        finally:
+            self.backbone.train(was)
 
     def no_weight_decay(self) -> set[str]:
         skip = {f"backbone.{n}" for n in self.backbone.no_weight_decay()}
         if self.aux is not None:
             skip |= {f"aux.{n}" for n, _ in self.aux.named_parameters() if n.endswith(("token", "pos_embed"))}
         return skip
+
+
+def check_progress(progress) -> None:
+    """The fraction of training done: a NaN or out-of-range value would make λ (or DINO's momentum) NaN."""
+    if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not 0.0 <= progress <= 1.0:
+        raise UserError(f"progress must be a number in [0, 1] (the fraction of training done), got {progress!r}")
 
 
 def build_model(cfg, *, num_classes: int, in_chans: int, frames: int = 0) -> SSATModel:

@@ -324,7 +324,18 @@ def load_encoder_weights(path: str) -> dict[str, torch.Tensor]:
     prefix = "backbone.encoder."  # a ssat checkpoint's model state
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    check_finite(state, f"--pretrained {path}", "use other weights (a diverged run's are NaN: use an earlier "
+                                                "checkpoint of it)")
+    return state
+
+
+def check_finite(tensors: dict[str, torch.Tensor], what: str, fix: str) -> None:
+    """NaN / Inf weights are refused where they are read, in one line naming the tensor (they would otherwise
+    surface as a 'divergence' of the run that loads them)."""
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise UserError(f"{what} holds non-finite weights ({bad}); {fix}")
 
 
 # --- finished runs ------------------------------------------------------------------------------------------

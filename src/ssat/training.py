@@ -65,6 +65,11 @@ def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str
     its config is the one used (the CLI has already merged the few options allowed to change). `state` is
     that checkpoint if the caller has already loaded it. Under torchrun every rank calls this; rank 0 alone
     logs and writes the run directory."""
+    if isinstance(cfg, dict):  # ssat.train({...}) from Python: the same options as ssat.config(**...)
+        cfg = Config.from_dict(cfg, source="ssat.train")
+    if not isinstance(cfg, Config):
+        raise UserError(f"ssat.train takes a Config (ssat.config(epochs=..., ...)) or a dict of options, got "
+                        f"{type(cfg).__name__}")
     world = distributed.from_env()
     if log is None:
         log = (lambda msg: None) if cfg.quiet or not world.is_main else \

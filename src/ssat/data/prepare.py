@@ -47,7 +47,9 @@ def load_for(cfg, log: Optional[Callable[[str], None]] = None, *, name: Optional
                         options_of(cfg, log, splits))
     for split, key, images in (("training", "train", data.train), ("test", "test", data.test)):
         if len(images) == 0 and key in splits:  # found now, not after a training epoch
-            raise UserError(f"{data.name}: the {split} split holds no image; check --data-root and its split files")
+            what = "clip (every video was skipped or none is listed)" if data.frames else "image"
+            raise UserError(f"{data.name}: the {split} split holds no {what}; check --data-root and its split "
+                            f"files" + (" (the skipped videos are listed above)" if data.frames else ""))
     if cfg.gray_to_rgb:
         data = to_rgb(data)
     if cfg.stats == "imagenet" and data.in_chans == 3:

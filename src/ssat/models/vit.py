@@ -33,6 +33,13 @@ class TimmViT(nn.Module):
         patch = vit.patch_embed.patch_size
         if patch[0] != patch[1]:
             raise UserError(f"patches of {patch[0]}x{patch[1]} pixels: MAE's targets need square patches")
+        size = getattr(vit.patch_embed, "img_size", None)
+        if size is not None and not getattr(vit.patch_embed, "dynamic_img_pad", False) and \
+                (size[0] % patch[0] or size[1] % patch[1]):
+            raise UserError(f"img_size {size[0]}x{size[1]} is not a multiple of patch_size {patch[0]}: the last "
+                            f"{size[0] % patch[0]} pixels would fit no patch; create the ViT with an img_size that "
+                            f"patch_size divides (e.g. {size[0] - size[0] % patch[0]} or "
+                            f"{size[0] - size[0] % patch[0] + patch[0]})")
         self.encoder, self.name = vit, type(vit).__name__
         self.in_chans = vit.patch_embed.proj.in_channels
         self.patch_size, self.grid_size = patch[0], tuple(vit.patch_embed.grid_size)
