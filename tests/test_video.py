@@ -153,7 +153,7 @@ def test_clip_indices_spread_or_stride_and_refuse_short_videos():
     assert clip_indices(10, 4, 0, 1) == [[0, 3, 6, 9]]
     assert clip_indices(9, 2, 0, 2) == [[0, 3], [5, 8]]
     assert clip_indices(20, 3, 2, 2) == [[0, 2, 4], [15, 17, 19]]
-    with pytest.raises(Exception, match="fewer than the 8 per clip"):
+    with pytest.raises(Exception, match="fewer than the 8 that 1 clip"):
         clip_indices(5, 8, 0, 1)
     with pytest.raises(Exception, match="spans"):
         clip_indices(6, 3, 4, 1)
