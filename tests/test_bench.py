@@ -41,8 +41,8 @@ def test_ssat_training_flops_add_the_masked_stream_and_decoder(tiny_cfg):
 
 
 def test_bench_prints_one_json_line_with_the_comparison(capsys):
-    assert main(["bench", "--model", "vit_test", "--img-size", "8", "--patch-size", "2", "--batch-size", "8", "--steps", "2",
-                 "--warmup", "1", "--compare", "--data", "--no-peak", "--device", "cpu"]) == 0
+    assert main(["bench", "--model", "vit_test", "--img-size", "8", "--patch-size", "2", "--batch-size", "8",
+                 "--steps", "2", "--warmup", "1", "--compare", "--data", "--no-peak", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     r = json.loads(lines[0])
@@ -85,8 +85,8 @@ def test_bench_rejects_bad_numbers_with_trains_messages(capsys, argv, message):
 
 
 def test_bench_times_the_decoder_heads_asked_for(capsys):
-    assert main(["bench", "--model", "vit_test", "--img-size", "8", "--patch-size", "2", "--batch-size", "4", "--steps", "1",
-                 "--warmup", "1", "--no-peak", "--device", "cpu", "--decoder-heads", "4"]) == 0
+    assert main(["bench", "--model", "vit_test", "--img-size", "8", "--patch-size", "2", "--batch-size", "4",
+                 "--steps", "1", "--warmup", "1", "--no-peak", "--device", "cpu", "--decoder-heads", "4"]) == 0
     assert json.loads(capsys.readouterr().out)["decoder_heads"] == 4
     # the value reaches the model's config: one that does not divide the decoder's width is refused there
     assert main(["bench", "--device", "cpu", "--decoder-heads", "3"]) == 2
@@ -144,7 +144,7 @@ def test_ssat_models_counts_on_the_meta_device_what_real_tensors_count(capsys):
     from ssat.models import MODELS, build_backbone, input_shape
     assert main(["models", "--img-size", "32", "--json"]) == 0
     rows = {r["model"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
-    for name in ("vit_mini", "cvt_13", "swin_tiny", "video_vit_tiny"):
+    for name in ("vit_mini", "cvt_13", "video_vit_tiny"):
         frames = Config.frames if MODELS[name].capabilities.video else 0
         real = build_backbone(name, img_size=32, patch_size=default_patch_size(32, name), in_chans=3,
                               num_classes=10, frames=frames)

@@ -159,7 +159,7 @@ def square_box(box: Sequence[float], width: int, height: int, scale: float = FAC
     """[x, y, w, h] -> (left, top, side) of the square of side scale * max(w, h) centred on it, kept in the frame.
     A box whose centre lies outside the frame would give a corner crop of something else: BadVideo."""
     x, y, w, h = (float(v) for v in box)
-    if not (0 <= x + w / 2 < width and 0 <= y + h / 2 < height):
+    if not (0 <= x + w / 2 <= width and 0 <= y + h / 2 <= height):
         raise BadVideo(f"has the box {list(box)} in --face-boxes, whose centre lies outside its {width}x{height} "
                        f"frames; fix the box (pixels, [x, y, w, h] from the top left)")
     side = int(round(min(max(w, h) * scale, width, height)))
