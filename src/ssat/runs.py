@@ -34,7 +34,6 @@ from safetensors.torch import load_file, save_file
 
 from ssat.config import Config, save_yaml
 from ssat.errors import UserError, first_line
-from ssat.methods import METHODS
 
 CHECKPOINT = "checkpoint-last.pt"
 WEIGHTS = "model.safetensors"
@@ -336,63 +335,3 @@ def check_finite(tensors: dict[str, torch.Tensor], what: str, fix: str) -> None:
     bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
         raise UserError(f"{what} holds non-finite weights ({bad}); {fix}")
-
-
-# --- finished runs ------------------------------------------------------------------------------------------
-
-def collect(paths: list[str]) -> list[dict]:
-    """summary.json of each run directory given, or of every run below a directory given."""
-    runs = []
-    for p in map(Path, paths):
-        found = [p / "summary.json"] if (p / "summary.json").is_file() else sorted(p.glob("**/summary.json"))
-        if not found:
-            raise UserError(f"{p} holds no finished run (no summary.json); pass run directories of `ssat train`")
-        runs += [{"run": str(f.parent), **read_summary(f)} for f in found]
-    return runs
-
-
-# What table / report read from a summary.json, and the types they need.
-SUMMARY_FIELDS = {"method": (str,), "model": (str,), "dataset": (str,), "epochs": (int,),
-                  "test_acc1": (int, float, type(None)), "test_acc5": (int, float, type(None)),
-                  "train_time_s": (int, float), "params": (int,)}
-OPTIONAL_NUMBERS = ("test_acc1_selected", "val_acc1_selected", "best_acc1", "fraction", "lambda", "seed",
-                    "selected_epoch", "per_class", "img_size")
-
-
-def read_summary(path: Path) -> dict:
-    """A finished run's summary.json, checked: a damaged one is a one-line error naming it."""
-    try:
-        summary = json.loads(path.read_text())
-        if not isinstance(summary, dict):
-            raise ValueError("not a JSON object")
-        for key, kinds in SUMMARY_FIELDS.items():
-            if not isinstance(summary.get(key), kinds) or isinstance(summary.get(key), bool):
-                raise ValueError(f"'{key}' is missing or malformed")
-        for key in OPTIONAL_NUMBERS:
-            value = summary.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ValueError(f"'{key}' is malformed")
-        if summary.get("tag") is not None and not isinstance(summary["tag"], str):
-            raise ValueError("'tag' is malformed")
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"{path} is damaged ({first_line(e)}); delete it and re-run (or resume) that run") from None
-    return summary
-
-
-def method_label(r: dict) -> str:
-    """The run's recipe: its --tag, else the method with the options that set it apart."""
-    if r.get("tag"):
-        return r["tag"]
-    method = METHODS.get(r["method"])
-    if method is not None and method.weighted:
-        extra = ""
-        if r.get("lambda_schedule") not in (None, "constant"):
-            extra += f"→{r.get('lambda_end')} {r['lambda_schedule']}"
-        if r.get("balance") not in (None, "none"):
-            extra += f", {r['balance']}"
-        if r.get("mask_ratio") not in (None, 0.75):
-            extra += f", mask {r['mask_ratio']}"
-        return f"ssat ({r.get('aux') or 'mae'}, λ={r.get('lambda')}{extra})"
-    if method is not None and method.pretrained_init:
-        return f"{r['method']} ({r.get('aux') or 'mae'})"
-    return r["method"]

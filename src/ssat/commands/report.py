@@ -18,35 +18,18 @@ from pathlib import Path
 
 from ssat.errors import UserError, have_extra
 from ssat.methods import METHODS
-from ssat.runs import RunDir, claim, collect, method_label
+from ssat.records import (
+    baseline,
+    baseline_labels,
+    collect,
+    grouped,
+    is_baseline,
+    mark_data_variants,
+    method_label,
+)
+from ssat.runs import RunDir, claim
 
 REPORT_MARKER = ".ssat-report"  # marks a folder as a report's: only such a folder's files are replaced
-
-
-def setting(r: dict) -> tuple:
-    """What must match for runs to be compared: model, data, amount of data, length (and input size, when the
-    run records it, and the data set options that differ between the runs: `mark_data_variants`)."""
-    amount = f"{r['per_class']}/class" if r.get("per_class") else f"{100 * (r.get('fraction') or 1):g}%"
-    if r.get("img_size"):
-        amount += f" {r['img_size']}px"
-    if r.get("data_variant"):
-        amount += f" {r['data_variant']}"
-    return r["model"], r["dataset"], amount, r["epochs"]
-
-
-def mark_data_variants(runs: list[dict]) -> list[dict]:
-    """Set each run's `data_variant`: the values of its data set options (summary.json's `data_options`) that
-    differ between runs on the same data set, e.g. the FaceForensics++ manipulations a run trained on; runs that
-    differ there are different settings, never pooled."""
-    options = lambda r: r.get("data_options") or {}  # noqa: E731
-    values = defaultdict(lambda: defaultdict(set))  # data set -> option -> the values its runs had
-    for r in runs:
-        for k in options(r):
-            values[r["dataset"]][k].add(str(options(r)[k]))
-    for r in runs:
-        varying = sorted(k for k, seen in values[r["dataset"]].items() if len(seen) > 1 and k in options(r))
-        r["data_variant"] = ":".join(str(options(r)[k]) for k in varying) or None
-    return runs
 
 
 # What a results table can show: summary key -> what it is.
@@ -62,31 +45,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def settle(x: float) -> float:
     """`x` without float noise: runs that got the same images right must tie, neither win nor show -0.00."""
     return round(x, 6) + 0.0
-
-
-def grouped(runs: list[dict], key: str = "test_acc1") -> dict[tuple, list[dict]]:
-    """(setting, method label) -> the runs (one per seed) that have `key`."""
-    groups = defaultdict(list)
-    for r in runs:
-        if r.get(key) is not None:  # pre-training runs have no accuracy
-            groups[(setting(r), method_label(r))].append(r)
-    return groups
-
-
-def baseline_labels(groups: dict, s: tuple) -> list[str]:
-    """The labels of setting `s`'s recipes that train scratch (plain or tagged), sorted."""
-    return sorted(m for (g, m), rs in groups.items() if g == s and all(is_baseline(r) for r in rs))
-
-
-def baseline(groups: dict, s: tuple) -> str | None:
-    """The label of the scratch recipe of setting `s`: 'scratch', or the one tagged recipe that trains scratch."""
-    labels = baseline_labels(groups, s)
-    plain = [m for m in labels if m in METHODS]
-    return plain[0] if plain else next(iter(labels)) if len(labels) == 1 else None
-
-
-def is_baseline(r: dict) -> bool:
-    return r["method"] in METHODS and METHODS[r["method"]].baseline
 
 
 def results_table(runs: list[dict], key: str = "test_acc1") -> list[list[str]]:
@@ -168,8 +126,8 @@ def cost_table(runs: list[dict]) -> list[list[str]]:
             "train time (s)", "kg CO2-eq", "test acc1 (%)"]
     table = [head]
     for (s, method), group in sorted(grouped(runs).items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        avg = lambda key: statistics.fmean(r[key] for r in group) if all(r.get(key) is not None for r in group) \
-            else None  # noqa: E731
+        def avg(key, group=group):
+            return statistics.fmean(r[key] for r in group) if all(r.get(key) is not None for r in group) else None
         total = avg("total_train_gflops") or avg("train_gflops_total")
         emissions = avg("total_emissions_kg") or avg("emissions_kg")
         time_s = avg("total_train_time_s") or avg("train_time_s")
@@ -194,7 +152,8 @@ def write_csv(path: Path, table: list[list[str]]) -> None:
 def runs_rows(runs: list[dict]) -> list[list[str]]:
     keys = ["run", "tag", "method", "aux", "lambda", "lambda_schedule", "lambda_end", "balance", "mask_ratio", "model",
             "dataset", "img_size", "patch_size", "fraction", "per_class", "epochs", "seed", "test_acc1", "test_acc5",
-            "best_acc1", "val_acc1_selected", "selected_epoch", "test_acc1_selected", "train_time_s", "gflops_train_step", "train_gflops_total",
+            "best_acc1", "val_acc1_selected", "selected_epoch", "test_acc1_selected", "train_time_s",
+            "gflops_train_step", "train_gflops_total",
             "energy_kwh", "emissions_kg", "params"]
     perturbed = sorted({p for r in runs for p in r.get("perturbed", {})})
     return [keys + [f"acc1 {p}" for p in perturbed]] + [

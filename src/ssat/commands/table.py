@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ssat.methods import METHODS
-from ssat.runs import collect, method_label
+from ssat.records import collect, grouped, mark_data_variants, method_label, paired_baseline
 
 
 def main(args) -> int:
@@ -12,21 +11,21 @@ def main(args) -> int:
 
 
 def markdown(runs: list[dict]) -> str:
-    """One row per run; 'vs scratch' is the top-1 difference to the scratch run of the same model, data set,
-    fraction, epochs and seed, when there is one."""
-    def key(r):
-        return (r["model"], r["dataset"], r.get("fraction"), r["epochs"], r.get("seed"))
-    scratch = {key(r): r for r in runs if r["method"] in METHODS and METHODS[r["method"]].baseline}
+    """One row per run; 'vs scratch' is the top-1 difference to the scratch run of the same setting (records.setting:
+    model, data set, amount of data, input size, data set options, epochs) and seed, when there is one: the pairing
+    `ssat report` uses, whatever order the runs are given in."""
+    runs = mark_data_variants(runs)
+    groups = grouped(runs)
     head = ["run", "method", "model", "dataset", "epochs", "test acc1 (%)", "vs scratch", "test acc1 at val-selected "
             "epoch (%)", "vs scratch", "test acc5 (%)", "train time (s)", "params (M)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         if r.get("test_acc1") is None:  # a pre-training run has no classifier to score
             continue
-        base = scratch.get(key(r))
+        base = paired_baseline(r, groups)
 
-        def gain(k):
-            ok = base is not None and base is not r and r.get(k) is not None and base.get(k) is not None
+        def gain(k, r=r, base=base):
+            ok = base is not None and r.get(k) is not None and base.get(k) is not None
             return f"{r[k] - base[k]:+.2f}" if ok else ""
         selected = r.get("test_acc1_selected")
         cells = [r["run"], method_label(r), r["model"], r["dataset"], r["epochs"], f"{r['test_acc1']:.2f}",
