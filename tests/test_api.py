@@ -116,7 +116,7 @@ def test_predict_is_in_eval_mode_and_leaves_the_mode_as_it_was():
 
 
 def test_train_takes_a_dict_of_options(tmp_path):
-    import tiny_model  # noqa: F401
+    import tiny_model  # noqa: F401 (imported to register vit_test)
     from conftest import TINY
     summary = ssat.train({**TINY, "fraction": 0.05, "out": str(tmp_path / "run")})
     assert summary["epochs"] == 1 and (tmp_path / "run" / "summary.json").is_file()

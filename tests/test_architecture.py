@@ -14,7 +14,8 @@ LAYERS = {
     "ssat.models.layers": 0, "ssat.auxtasks.masking": 0, "ssat.metrics": 0,
     "ssat.models": 1, "ssat.auxtasks": 1, "ssat.data": 1,
     "ssat.config": 2, "ssat.plugins": 2,
-    "ssat.runs": 3, "ssat.distributed": 3, "ssat.engine": 3, "ssat.cost": 3, "ssat.tracking": 3, "ssat.objective": 3,
+    "ssat.runs": 3, "ssat.records": 3, "ssat.distributed": 3, "ssat.engine": 3, "ssat.cost": 3, "ssat.tracking": 3,
+    "ssat.objective": 3,
     "ssat.training": 4, "ssat.inference": 4, "ssat.api": 4,
     "ssat.commands": 5,
     "ssat.cli": 6, "ssat.__main__": 6, "ssat": 6,
@@ -86,3 +87,33 @@ def test_the_import_graph_has_no_cycle():
         done.add(m)
     for m in sorted(graph):
         visit(m)
+
+
+def _task_names() -> set[str]:
+    from ssat.auxtasks import AUX_TASKS
+    return set(AUX_TASKS)
+
+
+def _strings(node) -> set[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return {v for e in node.elts for v in _strings(e)}
+    return set()
+
+
+def test_no_module_outside_auxtasks_compares_an_auxiliary_task_name():
+    """What a task needs, records, draws and refuses is asked of its AuxSpec / AuxTask; a name test elsewhere is
+    how the last bugs happened (a videomae run's mask ratio went unrecorded)."""
+    names, found = _task_names(), []
+    for module, path in MODULES.items():
+        if module.startswith("ssat.auxtasks"):
+            continue
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                text = " ".join(ast.get_source_segment(source, s) or "" for s in sides)
+                if "aux" in text and any(_strings(s) & names for s in sides):
+                    found.append(f"{module}:{node.lineno}: {ast.get_source_segment(source, node)}")
+    assert not found, "compare the task's spec, not its name:\n" + "\n".join(found)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ssat import engine, objective
-from ssat.auxtasks import AUX_TASKS, AUX_VIEWS
+from ssat.auxtasks import AUX_TASKS
 from ssat.config import Config, default_patch_size
 from ssat.errors import UserError
 from ssat.methods import METHODS
@@ -54,7 +54,7 @@ def one_step(model: str, method: str, aux, size: int) -> None:
     torch.manual_seed(0)
     frames = FRAMES if MODELS[model].capabilities.video else 0  # video models read clips, image models images
     net = build_model(cfg, num_classes=3, in_chans=1 if size in (8, 28) else 3, frames=frames)
-    two_views = AUX_VIEWS.get(aux, 1) == 2
+    two_views = (aux in AUX_TASKS and AUX_TASKS[aux].views == 2)
     x = torch.randn(4, *input_shape(net.backbone.in_chans, size, frames))
     y = torch.tensor([0, 1, 2, 0])
     optimizer = engine.build_optimizer(net, 1e-3, 0.05, torch.device("cpu"))

@@ -13,7 +13,7 @@ from ssat.commands.explain import attention_rollout, vit_reshape
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    import tiny_model  # noqa: F401
+    import tiny_model  # noqa: F401 (imported to register vit_test)
     from conftest import TINY, as_flags
     tmp = tmp_path_factory.mktemp("explain")
     flags = as_flags(TINY)
@@ -74,7 +74,7 @@ def test_reconstruct_draws_original_masked_and_reconstruction(two_runs, tmp_path
     assert result["images"] == 2 and result["masked_mse"] > 0
     assert Image.open(out).size == (6 * 80, 2 * 2 * 80)
     assert main(["reconstruct", "--checkpoint", str(two_runs["scratch"]), "--out", str(out)]) == 2
-    assert "without an MAE decoder" in capsys.readouterr().err
+    assert "without an auxiliary task, which draws no reconstruction" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("size", [8, 32])

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import Attention as TimmAttention
 
-from ssat.auxtasks import AUX_TASKS, AUX_VIEWS
+from ssat.auxtasks import AUX_TASKS
 from ssat.cli import main
 from ssat.config import Config, default_patch_size
 from ssat.errors import UserError
@@ -126,9 +126,9 @@ def test_every_backbones_ssat_step_traces_as_one_graph(name, shallow_backbones):
         except UserError:
             continue  # a combination the backbone refuses (tests/test_contract.py)
         x, y = torch.randn(4, *input_shape(3, 32, frames)), torch.tensor([0, 1, 2, 0])
-        other = x.flip(-1) if AUX_VIEWS.get(aux, 1) == 2 else None
+        other = x.flip(-1) if (aux in AUX_TASKS and AUX_TASKS[aux].views == 2) else None
         torch._dynamo.reset()
-        explained = torch._dynamo.explain(lambda a, b: model(a, b, other).loss)(x, y)
+        explained = torch._dynamo.explain(lambda a, b, model=model, other=other: model(a, b, other).loss)(x, y)
         assert (explained.graph_count, explained.graph_break_count) == (1, 0), (aux, explained.break_reasons)
         traced += 1
     assert traced >= 1, f"no step of {name} was traced"

@@ -35,29 +35,14 @@ def SSAT(vit: nn.Module, aux: str = "auto", lam: float | None = None, balance: s
                             "lambda_end": lambda_end, "label_smoothing": label_smoothing, **options},
                            source="ssat.SSAT").validate()
     name = resolve_aux(cfg.aux, backbone.capabilities)
-    reads = ReadsOf(cfg)
-    task = build_aux(name, backbone, reads)
-    unused = sorted(set(options) - reads.read)
+    task = build_aux(name, backbone, cfg)
+    unused = sorted(set(options) - set(task.options_read))
     if unused:  # e.g. temperature= with aux="mae", or a training option such as epochs=
         raise UserError(f"ssat.SSAT: {', '.join(unused)} do(es) not apply to the auxiliary task '{name}', which "
-                        f"reads {', '.join(sorted(reads.read - {'aux', 'method'})) or 'no option'}; drop it, or "
-                        f"pass it to ssat.config() for a whole training run")
+                        f"reads {', '.join(sorted(task.options_read)) or 'no option'}; drop it, or pass it to "
+                        f"ssat.config() for a whole training run")
     weighting = LossWeighting(cfg.lam, cfg.lambda_end, cfg.lambda_schedule, cfg.balance)
     return SSATModel(backbone, task, lam=cfg.lam, label_smoothing=cfg.label_smoothing, weighting=weighting)
-
-
-class ReadsOf:
-    """A Config that notes which options are read: what a task's builder used, so an option given for another
-    task (or for a training run) is refused instead of silently ignored."""
-
-    def __init__(self, cfg: Config):
-        self._cfg, self.read = cfg, set()
-
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        self.read.add(name)
-        return getattr(self._cfg, name)
 
 
 def config(**options) -> Config:

@@ -8,13 +8,14 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import yaml
 
 from ssat.errors import EXTENSION_HINT, UserError, first_line
 from ssat.options import OPTION_SETS, opt
-from ssat.plugins import ERRORS as PLUGIN_ERRORS, load_plugins
+from ssat.plugins import ERRORS as PLUGIN_ERRORS
+from ssat.plugins import load_plugins
 
 
 @dataclass
@@ -93,8 +94,9 @@ class CoreConfig:
                               "(fine-tune a --pretrained encoder, or pre-train it first: --pretrain-epochs) "
                               "or 'pretrain' (auxiliary loss only, no labels; what `ssat pretrain` runs)", "method")
     aux: str = opt("auto", "auxiliary task of --method ssat / pretrain: 'auto' (mae where the backbone drops "
-                           "patches, i.e. ViTs; simmim where it takes a mask token, i.e. Swin / CvT), mae, simmim, "
-                           "simclr or dino", "method")
+                           "patches, i.e. ViTs; simmim where it takes a mask token, i.e. Swin / CvT; videomae for "
+                           "video models) or one of the registered tasks (`ssat models` lists them per backbone)",
+                   "method")
     lam: float = opt(0.9, "λ in λ·L_primary + (1−λ)·L_aux, in [0, 1]; with --balance ema the weight of the "
                           "primary loss after each loss is divided by its running mean (0.9 with ema: the digits "
                           "study's choice; the reference: 0.1 with none); with a schedule, its value at the start",
@@ -146,8 +148,8 @@ class CoreConfig:
     deterministic: bool = opt(False, "deterministic algorithms (bit-identical reruns and resumes on CPU)", "run")
     device: str = opt("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'", "run")
     precision: str = opt("auto", "'auto' (bf16 autocast on GPUs from Ampere on, fp16 on older GPUs, fp32 on "
-                                 "CPUs), 'fp32', 'bf16' or 'fp16' (fp16 autocast + GradScaler, as the reference)", "run",
-                         choices="auto,fp32,bf16,fp16")
+                                 "CPUs), 'fp32', 'bf16' or 'fp16' (fp16 autocast + GradScaler, as the reference)",
+                         "run", choices="auto,fp32,bf16,fp16")
     country: str = opt("USA", "ISO 3166 alpha-3 code of the electricity grid, for CO2 from codecarbon (offline: "
                               "no network call)", "run")
     energy: bool = opt(True, "measure energy / CO2 with codecarbon (--no-energy to skip)", "run")
@@ -223,8 +225,8 @@ class CoreConfig:
         """Check every range; names are checked against the registries. Raises UserError naming the fix."""
         from ssat.auxtasks import AUX_TASKS
         from ssat.data import DATASETS
-        from ssat.models import MODELS
         from ssat.methods import METHODS
+        from ssat.models import MODELS
 
         def one_of(what: str, value: str, valid) -> None:
             if value not in valid:
@@ -263,9 +265,11 @@ class CoreConfig:
         check(0.0 <= self.mix_prob <= 1.0, f"--mix-prob must be in [0, 1], got {self.mix_prob}")
         check(self.mixup + self.cutmix == 0 or self.batch_size % 2 == 0,
               f"--mixup / --cutmix pair the images of a batch: give an even --batch-size, got {self.batch_size}")
-        check(self.mixup + self.cutmix == 0 or not (self.two_views or self.aux in ("simclr", "dino")),
-              "--mixup / --cutmix with two views (--two-views, --aux simclr or dino) is not supported: the views "
-              "would be mixed differently; drop one of them")
+        if self.aux in AUX_TASKS:  # what the task itself refuses ('auto' resolves to a one-view task)
+            AUX_TASKS[self.aux].check(self)
+        check(self.mixup + self.cutmix == 0 or not self.two_views,
+              "--mixup / --cutmix with two views (--two-views) is not supported: the views would be mixed "
+              "differently; drop one of them")
         check(0.0 <= self.model_ema < 1.0, f"--model-ema must be in [0, 1), got {self.model_ema} (0 = off)")
         check(self.log_every >= 0, f"--log-every must be >= 0, got {self.log_every} (0 = off)")
         check(self.grad_norm_every >= 0, f"--grad-norm-every must be >= 0, got {self.grad_norm_every} (0 = off)")

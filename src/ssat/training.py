@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import timm
-from timm.utils import ModelEmaV3
 import torch
+from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
 from ssat import cost, distributed, engine
-from ssat.version import __version__
-from ssat.auxtasks import AUX_VIEWS, resolve_aux
+from ssat.auxtasks import AUX_TASKS, resolve_aux
 from ssat.config import Config, default_patch_size
 from ssat.data import DATASETS, DataBundle
 from ssat.data.loaders import Loaders, epoch_images, loader_images, make_loaders, subset_record, training_subset
@@ -34,9 +33,19 @@ from ssat.errors import UserError, first_line
 from ssat.methods import METHODS
 from ssat.models import MODELS, input_shape
 from ssat.objective import SSATModel, build_model
+from ssat.runs import (
+    RunDir,
+    atomic_write_text,
+    load_checkpoint,
+    load_trained,
+    rng_state,
+    save_checkpoint,
+    save_weights,
+    seed_everything,
+    set_rng_state,
+)
 from ssat.tracking import Tracker
-from ssat.runs import RunDir, atomic_write_text, load_checkpoint, load_trained, rng_state, save_checkpoint, \
-    save_weights, seed_everything, set_rng_state
+from ssat.version import __version__
 
 
 def resolve_for_data(cfg: Config, data: DataBundle) -> Config:
@@ -49,7 +58,8 @@ def resolve_for_data(cfg: Config, data: DataBundle) -> Config:
         crop=crop_mode(dataclasses.replace(cfg, img_size=img_size)),  # 'auto' depends on the input size
         hflip=data.hflip if cfg.hflip is None else cfg.hflip, out=cfg.out or cfg.default_out(), aux=aux,
         # contrastive / self-distillation tasks compare two augmentations
-        two_views=cfg.two_views or (METHODS[cfg.method].auxiliary and AUX_VIEWS.get(aux, 1) == 2),
+        two_views=cfg.two_views or (METHODS[cfg.method].auxiliary and aux in AUX_TASKS
+                                    and AUX_TASKS[aux].views == 2),
     ).validate()
 
 
@@ -95,7 +105,8 @@ def _pretrain_then_finetune(cfg: Config, resume, log, state, world: World, devic
     pre = RunDir(stage.out)
     fine_run = RunDir(out)
     if world.is_main and not any(f.exists() for f in (fine_run.checkpoint, fine_run.summary, fine_run.weights)):
-        fine_run.create(adopt=bool(resume)).write_config(cfg)  # so that `--resume OUT` finds the whole recipe during stage 1
+        # so that `--resume OUT` finds the whole recipe during stage 1
+        fine_run.create(adopt=bool(resume)).write_config(cfg)
     if pre.summary.exists():
         log(f"pre-training already done in {pre.path}")
         pre_summary = json.loads(pre.summary.read_text())
@@ -264,9 +275,11 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         n_params = sum(p.numel() for p in model.backbone.parameters())
         n_params_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log(f"{cfg.method} {cfg.model} on {cfg.dataset}: {epoch_images(train_loader) * world.size} train / "
-            + (f"{len(val)} validation / " if val else "") + f"{len(data.test)} test images, {cfg.img_size}px, patch {cfg.patch_size}, "
+            + (f"{len(val)} validation / " if val else "")
+            + f"{len(data.test)} test images, {cfg.img_size}px, patch {cfg.patch_size}, "
             f"train crop {cfg.crop}, "
-            f"{n_params / 1e6:.2f}M params ({n_params_train / 1e6:.2f}M trained), lr {lr:.2e} (batch {effective_batch}), "
+            f"{n_params / 1e6:.2f}M params ({n_params_train / 1e6:.2f}M trained), "
+            f"lr {lr:.2e} (batch {effective_batch}), "
             f"{device}" + (f" {amp_dtype}" if amp_dtype else "") + f", {loaders.path} data path"
             + (f", {world.size} processes" if world.distributed else ""))
 
@@ -317,7 +330,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
     selected = _load_selected(t, progress)  # encoder weights of the validation-selected epoch (None: none yet)
     # video sets: the test clips' videos, for AUC and video-level scores (one process; DDP reports top-k only)
     groups = getattr(t.data.test, "video_ids", None) if world.size == 1 else None
-    evaluate = lambda loader, groups=None: engine.evaluate(t.classifier, loader, device=t.device,  # noqa: E731
+    evaluate = lambda loader, groups=None: engine.evaluate(t.classifier, loader, device=t.device,
                                                            amp_dtype=t.amp_dtype, world=world, groups=groups)
     mix = build_mix(cfg, t.data.num_classes) if model.primary else None  # Mixup / CutMix, if asked for
     for epoch in range(progress.epoch, cfg.epochs):
@@ -460,6 +473,7 @@ def _summary(t: Training, start: Progress, end: Progress, final: dict, at_select
     cfg, world, loader = t.cfg, t.world, t.train_loader
     primary = t.model.primary
     two_streams = t.model.weighting is not None
+    aux_read = dict(getattr(t.model.aux, "options_read", {}))
     last = t.run.read_metrics()[-1]
     return {
         "method": cfg.method, "aux": cfg.aux if METHODS[cfg.method].auxiliary else None, "model": cfg.model,
@@ -470,7 +484,8 @@ def _summary(t: Training, start: Progress, end: Progress, final: dict, at_select
         "lambda_end": (cfg.lam if cfg.lambda_end is None else cfg.lambda_end) if two_streams else None,
         "balance": cfg.balance if two_streams else None,
         "final_w_primary": last.get("w_primary"), "final_w_aux": last.get("w_aux"),
-        "mask_ratio": cfg.mask_ratio if METHODS[cfg.method].auxiliary and cfg.aux in ("mae", "simmim") else None,
+        # what its auxiliary task read (its mask ratio, its decoder's size, ...): the task says, not a list of names
+        "mask_ratio": aux_read.get("mask_ratio"), "aux_options": aux_read or None,
         "init": cfg.init, "pretrained": cfg.pretrained, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
         "test_acc1": final["acc1"], "test_acc5": final["acc5"], "test_loss": final["loss"],
         "val_fraction": cfg.val_fraction, "val_per_class": cfg.val_per_class,

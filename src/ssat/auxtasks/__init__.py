@@ -4,11 +4,20 @@ Every module in this package is imported, so a new task is one new file that cal
 import importlib
 import pkgutil
 
-from ssat.auxtasks.registry import AUX_NEEDS, AUX_OPTIONS, AUX_TASKS, AUX_VIDEO, AUX_VIEWS, AuxTask, build_aux, \
-    register_aux, resolve_aux, tasks_for
+from ssat.auxtasks.registry import (
+    AUX_TASKS,
+    AuxSpec,
+    AuxTask,
+    ReadsOf,
+    Reconstruction,
+    build_aux,
+    register_aux,
+    resolve_aux,
+    tasks_for,
+)
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["AUX_NEEDS", "AUX_OPTIONS", "AUX_TASKS", "AUX_VIDEO", "AUX_VIEWS", "AuxTask", "build_aux", "register_aux",
-           "resolve_aux", "tasks_for"]
+__all__ = ["AUX_TASKS", "AuxSpec", "AuxTask", "Reconstruction", "ReadsOf", "build_aux", "register_aux", "resolve_aux",
+           "tasks_for"]

@@ -14,7 +14,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ssat.auxtasks.registry import AuxTask, register_aux
-from ssat.auxtasks.simclr import two_images_per_batch
 from ssat.errors import UserError
 from ssat.options import opt
 
@@ -108,7 +107,6 @@ class DINOOptions:
             raise UserError(f"--teacher-temp must be positive, got {cfg.teacher_temp}")
         if not 0.0 <= cfg.ema_momentum < 1.0:
             raise UserError(f"--ema-momentum must be in [0, 1), got {cfg.ema_momentum}")
-        two_images_per_batch(cfg)
 
 
 @register_aux("dino", views=2, options=DINOOptions)

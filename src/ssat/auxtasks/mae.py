@@ -11,12 +11,12 @@ import torch.nn as nn
 from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 
-from ssat.auxtasks.masking import num_visible, patch_mse, patchify, random_masking
-from ssat.auxtasks.registry import AuxTask, register_aux
+from ssat.auxtasks.masking import masked_mse, num_visible, patch_mse, patchify, random_masking, unpatchify
+from ssat.auxtasks.registry import AuxTask, Reconstruction, register_aux
 from ssat.errors import UserError
 from ssat.models.layers import Attention, block_rows, gather_tokens
-from ssat.options import opt
 from ssat.models.vit import init_mae_style
+from ssat.options import opt
 
 
 class MAEDecoder(nn.Module):
@@ -83,6 +83,24 @@ class MAETask(AuxTask):
         target = gather_tokens(patchify(images, backbone.patch_size), masking.ids_masked)
         loss = patch_mse(pred, target, self.norm_pix_loss)
         return loss, {"loss_mae": loss.detach()}
+
+    reconstructs = True
+
+    @torch.no_grad()
+    def reconstruct(self, backbone: nn.Module, images: torch.Tensor) -> Reconstruction:
+        """Masked as in training; the decoder's prediction of every patch, the visible ones pasted back."""
+        p = backbone.patch_size
+        masking = random_masking(images.shape[0], backbone.num_patches, self.mask_ratio, images.device)
+        pred = self.decoder(backbone.forward_masked(images, masking.ids_keep), masking.ids_restore)
+        target = patchify(images, p)
+        if self.norm_pix_loss:  # predictions are in per-patch normalised units: map back with the target's statistics
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            pred = pred * (var + 1e-6).sqrt() + mean
+        m = masking.mask.unsqueeze(-1)
+        grid, chans = backbone.grid_size, backbone.in_chans
+        return Reconstruction(unpatchify(target * (1 - m), p, grid, chans),
+                              unpatchify(target * (1 - m) + pred * m, p, grid, chans),
+                              float(masked_mse(pred, target, masking.mask)))
 
 
 @dataclass

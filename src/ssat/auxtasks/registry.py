@@ -9,18 +9,21 @@ stream's view), which contrastive / self-distillation tasks (SimCLR, DINO) compa
 `views=2` get two independent views from the data path. Tasks that set `embeds_other_view` get `other_features`,
 the pooled embedding of `other_view` from the primary stream's own pass, when there is one (SSAT; not when
 pre-training), instead of encoding that view a second time. A new task is one new file in this package (every
-module in it is imported) with a `@register_aux("name", options=...)` builder; the engine never changes. Tasks that keep state outside the optimiser (DINO's EMA teacher) update it in
+module in it is imported) with a `@register_aux("name", options=...)` builder; the engine never changes. Tasks
+that keep state outside the optimiser (DINO's EMA teacher) update it in
 `after_step`, which the engine calls after every optimizer step."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 
 from ssat.errors import UserError
+from ssat.methods import METHODS
 from ssat.options import declare_options, refuse_duplicate
 
 
@@ -37,12 +40,45 @@ class AuxTask(nn.Module):
     def after_step(self, backbone: nn.Module, progress: float) -> None:
         """Called after each optimizer step; `progress` runs from 0 to 1 over training."""
 
+    reconstructs = False  # True: `reconstruct` draws what the task predicts (`ssat reconstruct`)
 
-AUX_TASKS: dict[str, Callable[..., AuxTask]] = {}
-AUX_VIEWS: dict[str, int] = {}  # views each task needs from the data path
-AUX_NEEDS: dict[str, str] = {}  # the backbone capability each task needs (models.registry.Capabilities)
-AUX_OPTIONS: dict[str, list[str]] = {}  # the Config options each task declared
-AUX_VIDEO: dict[str, bool] = {}  # does the task read clips (True) or images (False)?
+    def reconstruct(self, backbone: nn.Module, images: torch.Tensor) -> "Reconstruction":
+        """The task's view of `images` (normalised input space): what it hid, and its prediction of it."""
+        raise NotImplementedError
+
+
+class Reconstruction(NamedTuple):
+    masked: torch.Tensor          # the input with what the task hid set to zero (the input's mean)
+    reconstruction: torch.Tensor  # the input with the hidden part replaced by the prediction
+    masked_mse: float             # the prediction's error on the hidden part, in input units
+
+
+@dataclass(frozen=True)
+class AuxSpec:
+    """Everything about one auxiliary task that other modules ask: they read this, never compare its name."""
+    name: str
+    builder: Callable[..., AuxTask]  # (backbone, cfg) -> AuxTask
+    views: int = 1                   # augmented views the data path delivers per image (2: SimCLR, DINO)
+    needs: str = "pooled_embedding"  # the backbone capability it requires (models.registry.Capabilities)
+    video: bool = False              # reads clips (pairs with video backbones only)
+    options: Optional[type] = None   # its dataclass of opt(...) fields
+
+    @property
+    def option_names(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.options)] if self.options else []
+
+    def check(self, cfg) -> None:
+        """What a task comparing views cannot train with: mixed images (each view would be mixed differently), or
+        batches of one image (it compares, and normalises over, the images of a batch)."""
+        if self.views > 1 and cfg.mixup + cfg.cutmix > 0:
+            raise UserError(f"--mixup / --cutmix with two views (--aux {self.name}) is not supported: the views "
+                            f"would be mixed differently; drop one of them")
+        if self.views > 1 and METHODS[cfg.method].auxiliary and cfg.batch_size < 2:
+            raise UserError(f"--aux {self.name} compares the images of a batch (and normalises its projection over "
+                            f"the batch): give --batch-size 2 or more, got {cfg.batch_size}")
+
+
+AUX_TASKS: dict[str, AuxSpec] = {}
 
 
 def register_aux(name: str, views: int = 1, needs: str = "pooled_embedding", options: Optional[type] = None,
@@ -53,10 +89,24 @@ def register_aux(name: str, views: int = 1, needs: str = "pooled_embedding", opt
     def wrap(builder: Callable[..., AuxTask]) -> Callable[..., AuxTask]:
         refuse_duplicate("auxiliary task", name, AUX_TASKS)
         declare_options(f"auxiliary task '{name}'", options)
-        AUX_TASKS[name], AUX_VIEWS[name], AUX_NEEDS[name], AUX_VIDEO[name] = builder, views, needs, video
-        AUX_OPTIONS[name] = [f.name for f in dataclasses.fields(options)] if options else []
+        AUX_TASKS[name] = AuxSpec(name, builder, views, needs, video, options)
         return builder
     return wrap
+
+
+class ReadsOf:
+    """A Config that notes which options are read: what a task's builder used. A run records them (its mask ratio,
+    its decoder's size, ...), and `ssat.SSAT` refuses an option no part of the task reads."""
+
+    def __init__(self, cfg):
+        self._cfg, self.read = cfg, {}
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        value = getattr(self._cfg, name)
+        self.read[name] = value
+        return value
 
 
 def tasks_for(capabilities) -> list[str]:
@@ -64,7 +114,7 @@ def tasks_for(capabilities) -> list[str]:
     if not capabilities.auxiliary:
         return []
     return [name for name in sorted(AUX_TASKS)
-            if getattr(capabilities, AUX_NEEDS[name]) and AUX_VIDEO[name] == capabilities.video]
+            if getattr(capabilities, AUX_TASKS[name].needs) and AUX_TASKS[name].video == capabilities.video]
 
 
 def resolve_aux(name: str, capabilities) -> str:
@@ -78,17 +128,22 @@ def resolve_aux(name: str, capabilities) -> str:
 
 
 def build_aux(name: str, backbone: nn.Module, cfg) -> AuxTask:
+    """The task, with `task.options_read`: every option its builder read and its value (what a run records)."""
     if name not in AUX_TASKS:
         raise UserError(f"unknown auxiliary task '{name}'; choose one of: {', '.join(sorted(AUX_TASKS))}")
+    spec = AUX_TASKS[name]
     caps = getattr(backbone, "capabilities", None)
     if caps is not None and name not in tasks_for(caps):
         can = tasks_for(caps)
         what = getattr(backbone, "name", type(backbone).__name__)
-        need = "reads clips (a video model)" if AUX_VIDEO[name] else \
-            "reads images (not a video model)" if caps.video else NEED_WORDS[AUX_NEEDS[name]]
+        need = "reads clips (a video model)" if spec.video else \
+            "reads images (not a video model)" if caps.video else NEED_WORDS[spec.needs]
         raise UserError(f"--aux {name} needs a backbone that {need}, which {what} cannot; "
                         + (f"use --aux {' or '.join(can)} with it" if can else "train it with --method scratch"))
-    return AUX_TASKS[name](backbone, cfg)
+    reads = ReadsOf(cfg)
+    task = spec.builder(backbone, reads)
+    task.options_read = dict(reads.read)
+    return task
 
 
 NEED_WORDS = {"drops_patches": "drops masked patches (a ViT)", "mask_token": "takes a mask token at every position",

@@ -53,14 +53,6 @@ class SimCLRTask(AuxTask):
         return loss, {"loss_simclr": loss.detach()}
 
 
-def two_images_per_batch(cfg) -> None:
-    """Contrastive and self-distillation tasks compare the images of a batch (and normalise over it)."""
-    from ssat.methods import METHODS
-    if cfg.aux in ("simclr", "dino") and METHODS[cfg.method].auxiliary and cfg.batch_size < 2:
-        raise UserError(f"--aux {cfg.aux} compares the images of a batch (and normalises its projection over the "
-                        f"batch): give --batch-size 2 or more, got {cfg.batch_size}")
-
-
 @dataclass
 class SimCLROptions:
     temperature: float = opt(0.5, "SimCLR NT-Xent temperature", "method")
@@ -69,7 +61,6 @@ class SimCLROptions:
     def check(cfg) -> None:
         if cfg.temperature <= 0:
             raise UserError(f"--temperature must be positive, got {cfg.temperature}")
-        two_images_per_batch(cfg)
 
 
 @register_aux("simclr", views=2, options=SimCLROptions)

@@ -7,8 +7,15 @@ import torch
 import torch.nn as nn
 
 from ssat.auxtasks.mae import MAEDecoder
-from ssat.auxtasks.masking import num_visible, patch_mse, patchify_tubelets, tube_masking
-from ssat.auxtasks.registry import AuxTask, register_aux
+from ssat.auxtasks.masking import (
+    masked_mse,
+    num_visible,
+    patch_mse,
+    patchify_tubelets,
+    tube_masking,
+    unpatchify_tubelets,
+)
+from ssat.auxtasks.registry import AuxTask, Reconstruction, register_aux
 from ssat.errors import UserError
 from ssat.models.layers import gather_tokens
 from ssat.models.video_vit import build_sincos3d_pos_embed
@@ -45,6 +52,25 @@ class VideoMAETask(AuxTask):
             target = normalise_tubelets(target, backbone.in_chans)
         loss = patch_mse(pred, target)
         return loss, {"loss_videomae": loss.detach()}
+
+    reconstructs = True
+
+    @torch.no_grad()
+    def reconstruct(self, backbone: nn.Module, clips: torch.Tensor) -> Reconstruction:
+        """Tube-masked as in training; the decoder's prediction of every tubelet, the visible ones pasted back."""
+        frames, rows, cols = backbone.grid_size
+        masking = tube_masking(clips.shape[0], frames, rows * cols, self.mask_ratio, clips.device)
+        pred = self.decoder(backbone.forward_masked(clips, masking.ids_keep), masking.ids_restore)
+        target = patchify_tubelets(clips, backbone.tubelet, backbone.patch_size)
+        if self.norm_pix_loss:  # predictions are per-tubelet, per-channel standardised: map back with the target's
+            t = target.unflatten(-1, (-1, backbone.in_chans))
+            scale = t.var(-2, unbiased=True, keepdim=True).sqrt() + 1e-6
+            pred = (pred.unflatten(-1, (-1, backbone.in_chans)) * scale + t.mean(-2, keepdim=True)).flatten(-2)
+        m = masking.mask.unsqueeze(-1)
+        shape = (backbone.tubelet, backbone.patch_size, backbone.grid_size, backbone.in_chans)
+        return Reconstruction(unpatchify_tubelets(target * (1 - m), *shape),
+                              unpatchify_tubelets(target * (1 - m) + pred * m, *shape),
+                              float(masked_mse(pred, target, masking.mask)))
 
 
 @register_aux("videomae", needs="drops_patches", video=True)

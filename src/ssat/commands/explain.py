@@ -10,11 +10,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ssat.inference import load_classifier, run_test_data
-from ssat.engine import resolve_device
 from ssat.data.transforms import eval_transform
-from ssat.errors import UserError, need_extra
-from ssat.methods import METHODS
+from ssat.engine import resolve_device
+from ssat.errors import UserError, first_line, need_extra
+from ssat.inference import load_classifier, run_test_data
 
 
 def test_images(cfg, meta, n: int, dataset: Optional[str], data_root: Optional[str], seed: int = 0):
@@ -98,7 +97,7 @@ def gradcam_grid(checkpoints: list[str], out: str, n: int = 8, dataset: Optional
                             f"compare runs trained at the same --img-size in one grid")
     x, rgb, labels, classes = test_images(cfg0, meta0, n, dataset, data_root)
     columns = [("image", [rgb[i] for i in range(len(rgb))], [classes[y] for y in labels])]
-    for path, (model, cfg, meta) in zip(checkpoints, models):
+    for path, (model, _, meta) in zip(checkpoints, models):
         if meta["mean"] != meta0["mean"] or meta["in_chans"] != meta0["in_chans"]:
             raise UserError(f"{path} was trained on differently normalised inputs than {checkpoints[0]}; compare "
                             f"models trained on the same data")
@@ -130,46 +129,35 @@ def gradcam_grid(checkpoints: list[str], out: str, n: int = 8, dataset: Optional
 
 @torch.no_grad()
 def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
-    """Original / masked / reconstructed (with the visible patches pasted back) for an SSAT (MAE) run."""
+    """Original / masked / reconstructed (the visible parts pasted back), as the run's auxiliary task draws them:
+    images, or for video runs the frames of up to 4 clips."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from ssat.auxtasks.mae import MAETask
-    from ssat.auxtasks.masking import masked_mse, patchify, random_masking, unpatchify
+
     from ssat.config import Config
     from ssat.objective import build_model
     from ssat.runs import WEIGHTS_KEYS, load_checkpoint, resolve_checkpoint
     path = resolve_checkpoint(checkpoint, prefer="checkpoint-last.pt")
     if path.suffix != ".pt":
-        raise UserError(f"{checkpoint}: reconstructions need the MAE decoder, kept in checkpoint-last.pt only; pass "
-                        f"the run directory of an SSAT or pre-training run")
+        raise UserError(f"{checkpoint}: reconstructions need the auxiliary task's decoder, kept in "
+                        f"checkpoint-last.pt only; pass the run directory of an SSAT or pre-training run")
     state = load_checkpoint(path, need=WEIGHTS_KEYS)
     cfg = Config.from_dict(state["config"])
-    if not METHODS[cfg.method].auxiliary or cfg.aux not in ("mae", "videomae"):
-        raise UserError(f"{checkpoint} is a {cfg.method} run without an MAE decoder; pass an ssat / pretrain run "
-                        f"with --aux mae (or videomae)")
     meta = state["data"]
     model = build_model(cfg, num_classes=len(meta["classes"]), in_chans=meta["in_chans"],
                         frames=meta.get("frames", 0))
+    if model.aux is None or not model.aux.reconstructs:
+        raise UserError(f"{checkpoint} is a {cfg.method} run " + (f"whose auxiliary task {cfg.aux} " if model.aux
+                        is not None else "without an auxiliary task, which ") + "draws no reconstruction; pass an "
+                        "ssat / pretrain run of a masked-image task (mae, videomae)")
     model.load_state_dict(state["model"])
     model.eval()
-    if cfg.aux == "videomae":
+    if meta.get("frames"):
         return _reconstruct_clips(model, cfg, meta, out, n, seed, plt)
-    if not isinstance(model.aux, MAETask):
-        raise UserError(f"{checkpoint}: reconstructions are drawn for ViT MAE runs")
     x, rgb, labels, classes = test_images(cfg, meta, n, None, None, seed)
-    bb, p = model.backbone, model.backbone.patch_size
     torch.manual_seed(seed)
-    masking = random_masking(x.shape[0], bb.num_patches, cfg.mask_ratio)
-    mask = masking.mask
-    pred = model.aux.decoder(bb.forward_masked(x, masking.ids_keep), masking.ids_restore)
-    target = patchify(x, p)
-    if cfg.norm_pix_loss:  # predictions are in per-patch normalised units: map back with the target's statistics
-        mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
-        pred = pred * (var + 1e-6).sqrt() + mean
-    m = mask.unsqueeze(-1)
-    masked = unpatchify(target * (1 - m), p, bb.grid_size, bb.in_chans)
-    pasted = unpatchify(target * (1 - m) + pred * m, p, bb.grid_size, bb.in_chans)
+    drawn = model.aux.reconstruct(model.backbone, x)
     mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(meta["std"]).view(1, -1, 1, 1)
 
@@ -177,8 +165,8 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
         t = (t * std + mean).clamp(0, 1)
         t = t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
         return t.permute(0, 2, 3, 1).numpy()
-    panels = [("original", rgb), ("masked (75 %)" if cfg.mask_ratio == 0.75 else "masked", show(masked)),
-              ("reconstruction", show(pasted))]
+    panels = [("original", rgb), ("masked (75 %)" if cfg.mask_ratio == 0.75 else "masked", show(drawn.masked)),
+              ("reconstruction", show(drawn.reconstruction))]
     fig, axes = plt.subplots(len(rgb), 3, figsize=(6, 2 * len(rgb)), dpi=80, squeeze=False)
     for c, (title, pictures) in enumerate(panels):
         for r in range(len(rgb)):
@@ -188,37 +176,22 @@ def reconstruct(checkpoint: str, out: str, n: int = 8, seed: int = 0) -> dict:
                 axes[r][c].set_title(title, fontsize=8)
     fig.tight_layout()
     save_figure(fig, out)
-    plt.close(fig)
-    error = float(masked_mse(pred, target, mask))  # in pixel units: pred was mapped back above
-    return {"out": str(out), "images": len(rgb), "masked_mse": round(error, 5)}
+    return {"out": str(out), "images": len(rgb), "masked_mse": round(drawn.masked_mse, 5)}
 
 
 def _reconstruct_clips(model, cfg, meta: dict, out: str, n: int, seed: int, plt) -> dict:
-    """VideoMAE runs: for each of up to 4 test clips, its frames as three rows (original / tube-masked /
+    """Video runs: for each of up to 4 test clips, its frames as three rows (original / tube-masked /
     reconstructed, visible tubelets pasted back)."""
-    from ssat.auxtasks.masking import masked_mse, patchify_tubelets, tube_masking, unpatchify_tubelets
     from ssat.data.memory import resize_uint8, to_tensor
     _, data = run_test_data(cfg)
     clips = resize_uint8(to_tensor(data.test.images[:min(n, 4)], meta["in_chans"]), cfg.img_size)
     mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1, 1)
     std = torch.tensor(meta["std"]).view(1, -1, 1, 1, 1)
     x = (clips.float() / 255 - mean) / std
-    bb = model.backbone
-    frames, rows, cols = bb.grid_size
     torch.manual_seed(seed)
-    masking = tube_masking(x.shape[0], frames, rows * cols, cfg.mask_ratio)
-    pred = model.aux.decoder(bb.forward_masked(x, masking.ids_keep), masking.ids_restore)
-    target = patchify_tubelets(x, bb.tubelet, bb.patch_size)
-    if cfg.norm_pix_loss:  # predictions are per-tubelet, per-channel standardised: map back with the target's
-        t = target.unflatten(-1, (-1, bb.in_chans))
-        scale = t.var(-2, unbiased=True, keepdim=True).sqrt() + 1e-6
-        pred = (pred.unflatten(-1, (-1, bb.in_chans)) * scale + t.mean(-2, keepdim=True)).flatten(-2)
-    m = masking.mask.unsqueeze(-1)
-    grid = (frames, rows, cols)
-    masked = unpatchify_tubelets(target * (1 - m), bb.tubelet, bb.patch_size, grid, bb.in_chans)
-    pasted = unpatchify_tubelets(target * (1 - m) + pred * m, bb.tubelet, bb.patch_size, grid, bb.in_chans)
-    show = lambda v: (v * std + mean).clamp(0, 1).permute(0, 2, 3, 4, 1).numpy()  # noqa: E731 (B, T, H, W, C)
-    panels = [show(x), show(masked), show(pasted)]
+    drawn = model.aux.reconstruct(model.backbone, x)
+    show = lambda v: (v * std + mean).clamp(0, 1).permute(0, 2, 3, 4, 1).numpy()  # B, T, H, W, C
+    panels = [show(x), show(drawn.masked), show(drawn.reconstruction)]
     shown = min(x.shape[2], 8)
     fig, axes = plt.subplots(3 * len(x), shown, figsize=(1.2 * shown, 3.6 * len(x)), dpi=80, squeeze=False)
     for c in range(len(x)):
@@ -231,9 +204,7 @@ def _reconstruct_clips(model, cfg, meta: dict, out: str, n: int, seed: int, plt)
                     ax.set_title(f"clip {c}: {title}", fontsize=7, loc="left")
     fig.tight_layout()
     save_figure(fig, out)
-    plt.close(fig)
-    error = float(masked_mse(pred, target, masking.mask))
-    return {"out": str(out), "clips": len(x), "frames": shown, "masked_mse": round(error, 5)}
+    return {"out": str(out), "clips": len(x), "frames": shown, "masked_mse": round(drawn.masked_mse, 5)}
 
 
 FIGURE_TYPES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")

@@ -33,7 +33,7 @@ from typing import Optional
 
 import yaml
 
-from ssat.auxtasks import AUX_OPTIONS
+from ssat.auxtasks import AUX_TASKS
 from ssat.config import Config, load_yaml
 from ssat.errors import UserError, first_line
 from ssat.methods import METHODS
@@ -41,7 +41,7 @@ from ssat.methods import METHODS
 # Grid keys that only mean something when the method trains an auxiliary task: the weighting, and every option
 # an auxiliary task declared.
 AUX_ONLY = {"lam", "lambda_schedule", "lambda_end", "balance", "aux", "mask_ratio",
-            *(name for names in AUX_OPTIONS.values() for name in names)}
+            *(name for spec in AUX_TASKS.values() for name in spec.option_names)}
 SHORT = {"lam": "lambda"}
 
 
@@ -155,8 +155,8 @@ def _evaluate(folder: Path, spec: dict) -> None:
 
 def _run_here(folder: Path, options: dict) -> tuple[str, str]:
     """One point in this process (sequential sweeps)."""
-    from ssat.training import train
     from ssat.runs import load_checkpoint
+    from ssat.training import train
     if (folder / "summary.json").is_file():
         return str(folder), "done before"
     try:
