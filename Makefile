@@ -25,6 +25,7 @@ demo: install
 	$(PY) -m ssat table runs/demo/scratch runs/demo/ssat
 
 test: install
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 clean:

@@ -72,7 +72,7 @@ print("|---|---|---|---|---|---|---|---|---|")
 for line in (out / "bench.jsonl").read_text().splitlines():
     r = json.loads(line)
     ssat, scratch = (r, r["compare"]) if r["method"] == "ssat" else (r["compare"], r)
-    kernels = lambda side: (side.get("profile") or {}).get("kernels_per_step",  # noqa: E731
+    kernels = lambda side: (side.get("profile") or {}).get("kernels_per_step",
                                                            (side.get("profile") or {}).get("aten_ops_per_step", ""))
     epoch = (ssat.get("epoch") or {}).get("epoch_over_steps", "")
     print(f"| {r['label']} | {ssat['images_per_s']:,} | {scratch['images_per_s']:,} | "
@@ -84,7 +84,7 @@ print("\n| digits demo config, SSAT | seeds | test top-1 (last) | test top-1 (va
 print("|---|---|---|---|---|")
 for variant in sorted({r["variant"] for r in rows}):
     mine = [r for r in rows if r["variant"] == variant]
-    stat = lambda k: (f"{statistics.mean(r[k] for r in mine):.2f} ± "  # noqa: E731
+    stat = lambda k: (f"{statistics.mean(r[k] for r in mine):.2f} ± "
                       f"{statistics.stdev(r[k] for r in mine) if len(mine) > 1 else 0:.2f}")
     print(f"| {variant} | {len(mine)} | {stat('test_acc1')} | {stat('test_acc1_selected')} | "
           f"{statistics.mean(r['train_s'] or 0 for r in mine):.0f} |")

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import tiny_model  # noqa: E402,F401
-
-from ssat import distributed  # noqa: E402
-from ssat.cli import main  # noqa: E402
+import tiny_model  # noqa: E402,F401 (after the sys.path line above; imported to register vit_test)
+from ssat import distributed  # noqa: E402 (after the sys.path line above)
+from ssat.cli import main  # noqa: E402 (after the sys.path line above)
 
 if os.environ.get("SSAT_TEST_ONE_RANK_DDP") == "1":
     class OneRankWorld(distributed.World):

@@ -8,6 +8,7 @@ from ssat.cli import main
 from ssat.config import Config
 from ssat.objective import build_model
 
+
 def test_auto_picks_the_masked_task_a_backbone_supports_and_mae_on_swin_is_refused(tmp_path, tiny_flags, capsys):
     from ssat.auxtasks import resolve_aux
     from ssat.models import MODELS

@@ -6,8 +6,15 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ssat.data.batch_augment import BatchAugment, RandAugmentPolicy, _equalize, pad_crop, rand_augment, \
-    random_erase, random_resized_crop_flip
+from ssat.data.batch_augment import (
+    BatchAugment,
+    RandAugmentPolicy,
+    _equalize,
+    pad_crop,
+    rand_augment,
+    random_erase,
+    random_resized_crop_flip,
+)
 from ssat.errors import UserError
 
 

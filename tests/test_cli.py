@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from fixtures import write_cifar
 from ssat.cli import main
 from ssat.config import Config
-
-from fixtures import write_cifar
 
 
 def run_error(capsys, argv):
@@ -70,8 +69,8 @@ def test_checkpoint_errors(capsys, tmp_path, tiny_flags):
                               "--data-root", str(tmp_path / "c100")])
     assert "wrong class count: the checkpoint predicts 10 classes but cifar100 has 100" in line
     # incompatible weights: a tensor of the wrong shape
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         meta = f.metadata()
     tensors = load_file(str(out / "model.safetensors"))
@@ -105,6 +104,7 @@ def test_yaml_config_is_overridden_by_flags(tmp_path):
 
 def test_preset_sits_below_yaml_and_flags(tmp_path):
     import yaml
+
     from ssat.cli import build_parser
     from ssat.commands.train import config_from_args
     paper = yaml.safe_load((Path(__file__).parents[1] / "src/ssat/presets/paper.yaml").read_text())
@@ -188,8 +188,8 @@ def test_predict_decodes_like_training_and_refuses_decompression_bombs(tmp_path,
     import numpy as np
     from PIL import Image
 
-    from ssat.inference import read_image
     from ssat.data.files import decode
+    from ssat.inference import read_image
     sixteen, clear = tmp_path / "16.png", tmp_path / "clear.png"
     Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(sixteen)
     Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(clear)

@@ -2,13 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures import write_cifar, write_imagefolder
 from ssat.config import Config
 from ssat.data import load_dataset
 from ssat.data.subsets import class_counts, stratified_fraction
 from ssat.data.transforms import crop_mode, eval_transform, train_transform
 from ssat.errors import UserError
-
-from fixtures import write_cifar, write_imagefolder
 
 
 def test_digits_is_the_fixed_stratified_80_20_split():

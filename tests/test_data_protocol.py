@@ -7,13 +7,20 @@ import pytest
 import torch
 from PIL import Image
 
+from fixtures import (
+    write_chaoyang,
+    write_csv_lists,
+    write_domainnet,
+    write_flowers,
+    write_imagefolder,
+    write_medmnist,
+    write_mnist,
+    write_svhn,
+)
 from ssat.cli import main
 from ssat.data import load_dataset
 from ssat.data.perturb import Perturbed
 from ssat.data.subsets import class_counts, per_class
-
-from fixtures import write_chaoyang, write_csv_lists, write_domainnet, write_flowers, write_imagefolder, \
-    write_medmnist, write_mnist, write_svhn
 
 
 def test_per_class_is_seeded_stratified_and_capped():

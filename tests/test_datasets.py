@@ -6,13 +6,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fixtures import (
+    write_chaoyang,
+    write_cifar,
+    write_csv_lists,
+    write_domainnet,
+    write_flowers,
+    write_imagefolder,
+    write_medmnist,
+    write_mnist,
+    write_svhn,
+)
 from ssat.cli import main
+from ssat.config import Config
 from ssat.data import DataOptions, load_dataset
 from ssat.data.prepare import load_for
-from ssat.config import Config
-
-from fixtures import write_chaoyang, write_cifar, write_csv_lists, write_domainnet, write_flowers, \
-    write_imagefolder, write_medmnist, write_mnist, write_svhn
 
 
 def _cifar(tmp):
@@ -72,7 +80,8 @@ def test_labels_are_the_released_ones(tmp_path):
     assert svhn.train_targets[:11] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]  # the file's 10 is the digit 0
     flowers = load_dataset("flowers102", str(write_flowers(tmp_path / "fl")))
     assert flowers.train_targets == [0, 1, 2, 0, 1, 2]  # imagelabels.mat is 1-based
-    dn = load_dataset("domainnet", str(write_domainnet(tmp_path / "dn")), options=DataOptions(extra={"domain": "sketch"}))
+    dn = load_dataset("domainnet", str(write_domainnet(tmp_path / "dn")),
+                      options=DataOptions(extra={"domain": "sketch"}))
     assert dn.classes == ["aircraft_carrier", "zebra", "bee"]
     csv = load_dataset("csv", str(write_csv_lists(tmp_path / "csv")))
     assert csv.classes == ["benign", "malignant"] and csv.train_targets == [0, 0, 0, 1, 1, 1]
@@ -162,7 +171,7 @@ def test_split_entries_outside_the_data_root_need_a_flag_and_duplicates_are_a_wa
     outside = tmp_path / "elsewhere.png"
     Image.new("RGB", (8, 8)).save(outside)
     with open(root / "train.csv", "a") as f:
-        f.write(f"../elsewhere.png,benign\nimages/train_benign_0.png,benign\n")
+        f.write("../elsewhere.png,benign\nimages/train_benign_0.png,benign\n")
     from test_cli import run_error
     line = run_error(capsys, ["data", "info", "--dataset", "csv", "--data-root", str(root)])
     assert f"names {outside}, outside --data-root" in line and "--allow-outside-root" in line

@@ -8,7 +8,6 @@ import torch
 from ssat import engine
 from ssat.cli import main
 from ssat.runs import save_weights
-
 from test_cli import run_error
 
 

@@ -13,14 +13,13 @@ from safetensors.torch import load_file, save_file
 
 from ssat.cli import main
 from ssat.inference import predict
-
 from test_cli import run_error
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Tiny digits runs at 8 px (no crop), 32 px (pad-crop) and 64 px (rrc: evaluated at crop fraction 0.875)."""
-    import tiny_model  # noqa: F401
+    import tiny_model  # noqa: F401 (imported to register vit_test)
     from conftest import TINY, as_flags
     root = tmp_path_factory.mktemp("export")
     made = {}

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssat.cli import main
-
 from fixtures import write_chaoyang, write_csv_lists
+from ssat.cli import main
 
 CASES = 6  # corruptions per file kind (seeded): enough to hit truncation, flips, garbage and wrong types
 
@@ -39,7 +38,7 @@ def corruptions(data: bytes, seed: int) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    import tiny_model  # noqa: F401
+    import tiny_model  # noqa: F401 (imported to register vit_test)
     from conftest import TINY, as_flags
     out = tmp_path_factory.mktemp("fuzz") / "run"
     assert main(["train", *as_flags(TINY), "--fraction", "0.05", "--val-per-class", "1", "--out", str(out)]) == 0

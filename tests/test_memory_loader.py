@@ -7,13 +7,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from fixtures import write_cifar, write_imagefolder
 from ssat.cli import main
 from ssat.config import Config
 from ssat.data import load_dataset
 from ssat.data.memory import MemoryLoader, array_images, fits_in_memory, resize_uint8, to_tensor
 from ssat.data.transforms import Transformed, eval_transform
-
-from fixtures import write_cifar, write_imagefolder
 
 
 def test_eval_batches_equal_the_pil_eval_path():
@@ -40,7 +39,7 @@ def test_resize_once_is_close_to_pil_bicubic(tmp_path):
 def test_train_epochs_are_seeded_permutations_of_full_batches():
     labels = list(range(100))
     images = torch.zeros(100, 1, 4, 4, dtype=torch.uint8)
-    aug = lambda x: x.float()  # noqa: E731
+    aug = lambda x: x.float()
     loader = MemoryLoader(images, labels, batch_size=32, device=torch.device("cpu"), mean=(0,), std=(1,),
                           augment=aug, seed=3)
     assert len(loader) == 3 and loader.num_samples == 96 and loader.drop_last

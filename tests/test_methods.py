@@ -184,6 +184,7 @@ def test_pretrained_takes_timm_weights_of_another_size_and_channel_count(tmp_pat
     8 px / patch 2 run, resampled as timm does; the blocks are copied exactly, the head starts afresh."""
     import timm
     from safetensors.torch import save_file
+
     import ssat.objective as objective
     from ssat.config import Config
 

@@ -2,9 +2,8 @@ import pytest
 import timm
 import torch
 
-from ssat.config import default_patch_size
 from ssat.engine import build_optimizer
-from ssat.models import MODELS, build_backbone
+from ssat.models import build_backbone
 from ssat.objective import build_model
 
 

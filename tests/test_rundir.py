@@ -5,7 +5,6 @@ import json
 
 from ssat.cli import main
 from ssat.runs import RunDir
-
 from test_cli import run_error
 
 

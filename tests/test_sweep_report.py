@@ -12,7 +12,6 @@ from ssat.cli import main
 from ssat.commands import sweep as sweep_mod
 from ssat.commands.sweep import points, read_sweep
 from ssat.config import Config
-
 from test_cli import run_error
 
 BASE = {"model": "vit_test", "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "batch_size": 64,
@@ -187,7 +186,8 @@ def test_grid_and_arm_setting_the_same_option_is_refused(tmp_path, capsys):
 
 def test_parallel_sweep_divides_the_cpu_threads_among_its_processes(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(sweep_mod.Children, "run", lambda self, cmd, env: (seen.append(env["OMP_NUM_THREADS"]), (0, ""))[1])
+    monkeypatch.setattr(sweep_mod.Children, "run",
+                        lambda self, cmd, env: (seen.append(env["OMP_NUM_THREADS"]), (0, ""))[1])
     monkeypatch.setattr(sweep_mod.os, "cpu_count", lambda: 8)
     path = write_sweep(tmp_path, {"seed": [0, 1, 2]})
     sweep_mod.sweep(str(path), parallel=2, quiet=True)
@@ -258,7 +258,8 @@ def test_sweep_plots_never_pool_runs_of_other_settings(tmp_path):
              "fraction": 1.0, "epochs": epochs, "lambda": lam, "balance": balance, "lambda_schedule": "constant",
              "test_acc1": 50.0 + i, "seed": 0}
             for i, (method, size, epochs, lam, balance) in enumerate(
-                [(m, s, e, lam, b) for m, lam, b in (("scratch", None, None), ("ssat", 0.1, "none"), ("ssat", 0.9, "ema"))
+                [(m, s, e, lam, b)
+                 for m, lam, b in (("scratch", None, None), ("ssat", 0.1, "none"), ("ssat", 0.9, "ema"))
                  for s in (8, 32) for e in (20, 100)])]
     names = sorted(p.name for p in plot_sweeps(runs, tmp_path))
     assert names == ["acc_vs_epochs-d-m-32px-frac1.png", "acc_vs_epochs-d-m-8px-frac1.png"]

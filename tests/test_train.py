@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 
 from ssat import engine
 from ssat.cli import main
-from ssat.engine import resolve_precision
 from ssat.cost import EnergyMeter
 from ssat.data import load_dataset
+from ssat.engine import resolve_precision
 
 
 def train(tmp_path, flags, *extra, name="run"):
@@ -244,6 +244,7 @@ def test_export_errors_and_push_to_a_hub_stand_in(tmp_path, tiny_flags, capsys, 
 def test_model_ema_follows_its_formula_and_is_what_gets_evaluated_and_saved(tmp_path, tiny_flags):
     """--model-ema d: after each optimizer step ema = d·ema + (1−d)·weights; the saved weights are the average."""
     from timm.utils import ModelEmaV3
+
     from ssat.config import Config
     from ssat.objective import build_model
     torch.manual_seed(0)
@@ -276,6 +277,7 @@ def test_model_ema_follows_its_formula_and_is_what_gets_evaluated_and_saved(tmp_
 def test_mixup_and_cutmix_mix_targets_as_the_images_and_train(tmp_path, tiny_flags, monkeypatch):
     import numpy as np
     import torch.nn.functional as F
+
     from ssat.config import Config
     from ssat.data.mix import build_mix
     from ssat.objective import build_model

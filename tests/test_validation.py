@@ -11,7 +11,6 @@ from safetensors.torch import load_file
 from ssat.cli import main
 from ssat.data import load_dataset
 from ssat.data.subsets import choose, validation_split
-
 from test_cli import run_error
 
 
@@ -181,6 +180,7 @@ def test_make_demo_trains_each_method_with_the_recipe_the_study_scored():
     (the 20-epoch cell without the pad-crop): the Makefile's two commands must resolve to that cell's arms."""
     import dataclasses
     import shlex
+
     from ssat.cli import build_parser
     from ssat.commands.sweep import points, read_sweep
     from ssat.commands.train import config_from_args

@@ -3,7 +3,6 @@ FaceForensics++ / Celeb-DF / videofolder layouts, bad videos, and end to end: ev
 across manipulations and zero-shot, `ssat report`'s cross table."""
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from ssat import flops
-from ssat.auxtasks.masking import masked_mse, num_visible, patchify_tubelets, tube_masking, unpatchify_tubelets
+from ssat.auxtasks.masking import masked_mse, patchify_tubelets, tube_masking, unpatchify_tubelets
 from ssat.auxtasks.videomae import VideoMAETask, normalise_tubelets
 from ssat.config import Config
 from ssat.data import DataOptions, load_dataset
@@ -23,7 +22,8 @@ from ssat.models import build_backbone
 from ssat.models.video_vit import TubeletEmbed, build_sincos3d_pos_embed
 
 av = pytest.importorskip("av")
-from video_fixtures import METHODS, celebdf_tree, faceforensics_tree, videofolder_tree, write_video  # noqa: E402
+# after importorskip: the fixtures write videos with PyAV
+from video_fixtures import celebdf_tree, faceforensics_tree, videofolder_tree, write_video  # noqa: E402
 
 VIDEO = dict(model="video_vit_tiny", frames=4, frame_size=16, img_size=16, patch_size=8, decoder_dim=12,
              decoder_depth=1, decoder_heads=2, global_pool="avg", batch_size=8, epochs=1, warmup_epochs=0,
@@ -528,6 +528,7 @@ def test_subsets_and_validation_split_take_whole_videos():
 
 def test_the_video_configs_are_valid():
     import yaml
+
     from ssat.commands.sweep import points, read_sweep
     configs = Path(__file__).resolve().parents[1] / "configs" / "video"
     cfg = Config.from_dict(yaml.safe_load((configs / "faceforensics.yaml").read_text())).validate()

@@ -109,7 +109,7 @@ def test_split_backward_gives_the_same_gradient_and_each_terms_norm(tiny_cfg):
     split = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert split.keys() == whole.keys()
     assert all(torch.allclose(split[n], whole[n], atol=1e-6) for n in whole)
-    flat = lambda gs: torch.cat([g.flatten() for g in gs if g is not None])  # noqa: E731
+    flat = lambda gs: torch.cat([g.flatten() for g in gs if g is not None])
     assert stats[0].item() == pytest.approx(flat(primary).norm().item(), rel=1e-4)
     assert stats[1].item() == pytest.approx(flat(aux).norm().item(), rel=1e-4)
     assert stats[2].item() == pytest.approx(torch.nn.functional.cosine_similarity(

@@ -16,6 +16,7 @@ from ssat.data.registry import dataset_option_names
 from ssat.errors import UserError, first_line
 from ssat.plugins import check_plugins
 
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, like every other user error
         raise UserError(f"{message} (see `{self.prog} --help`)")
@@ -46,8 +47,8 @@ def add_config_flags(parser: argparse.ArgumentParser, only: Optional[dict] = Non
 def registry_epilog() -> str:
     from ssat.auxtasks import AUX_TASKS
     from ssat.data import DATASETS
-    from ssat.models import MODELS
     from ssat.methods import METHODS
+    from ssat.models import MODELS
     lines = ["models:"] + [f"  {n:<12} {s.description}" for n, s in MODELS.items()]
     lines += ["data sets:"] + [f"  {n:<12} {s.description}" for n, s in DATASETS.items()]
     lines += [f"methods: {', '.join(METHODS)}    auxiliary tasks: {', '.join(AUX_TASKS)}"]

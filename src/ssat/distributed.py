@@ -40,6 +40,9 @@ class World:
             dist.barrier()
 
 
+SINGLE = World()  # one process, no process group: the default of functions that take a World
+
+
 def assert_in_sync(world: World, model: torch.nn.Module) -> None:
     """Fail loudly if the ranks' parameters differ (DDP keeps them bit-identical; a difference means a rank ran a
     different step, e.g. a data set that differs between machines). One all-reduce of per-tensor checksums."""

@@ -13,7 +13,7 @@ from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
-from ssat.distributed import World
+from ssat.distributed import SINGLE, World
 from ssat.errors import UserError
 from ssat.metrics import clip_and_video_metrics
 
@@ -141,7 +141,7 @@ def split_backward(terms, params: list[torch.Tensor], scaler, divide: int) -> to
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, device: torch.device,
                     amp_dtype: Optional[torch.dtype], accum_steps: int = 1, clip_grad: Optional[float] = None,
-                    progress: bool = False, world: World = World(),
+                    progress: bool = False, world: World = SINGLE,
                     before_update: Optional[Callable[[int], None]] = None,
                     after_step: Optional[Callable[[int], None]] = None,
                     probe_params: Optional[list[torch.Tensor]] = None, probe_every: int = 0,
@@ -224,7 +224,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
 
 @torch.inference_mode()
 def evaluate(classifier: nn.Module, loader, *, device: torch.device, amp_dtype: Optional[torch.dtype] = None,
-             world: World = World(), groups: Optional[Sequence[str]] = None) -> dict:
+             world: World = SINGLE, groups: Optional[Sequence[str]] = None) -> dict:
     """Top-1 / top-5 accuracy (%) and mean cross-entropy of `classifier(images) -> logits` over `loader` (under DDP:
     over every rank's share). Switches the classifier to eval mode (no drop-path); the training loop switches back.
     `groups`: the video of each item, in the loader's order (one process): adds AUC and video-level results."""

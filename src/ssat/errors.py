@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 # Said with every unknown name or option: a run trained with an extension reads back only with it loaded.
 EXTENSION_HINT = " (a run trained with an extension needs it loaded: name its module in SSAT_PLUGINS)"
 

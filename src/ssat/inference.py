@@ -13,13 +13,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ssat import engine
-from ssat.engine import resolve_device, resolve_precision
 from ssat.config import Config
+from ssat.data.files import BAD_IMAGE_ERRORS, decode
 from ssat.data.memory import MemoryLoader, resize_uint8, to_tensor
 from ssat.data.perturb import Perturbed, name_of
 from ssat.data.prepare import load_for
 from ssat.data.transforms import Transformed, eval_transform
-from ssat.data.files import BAD_IMAGE_ERRORS, decode
+from ssat.engine import resolve_device, resolve_precision
 from ssat.errors import UserError, first_line
 from ssat.models import build_backbone
 from ssat.runs import atomic_write_text, check_finite, load_trained
@@ -93,7 +93,7 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_roo
         raise UserError(f"the checkpoint takes {meta['in_chans']}-channel images but {name} has "
                         f"{data.in_chans}; evaluate on a data set like the one it was trained on")
     if data.frames != meta.get("frames", 0):
-        what = lambda n: f"clips of {n} frames" if n else "images"  # noqa: E731
+        what = lambda n: f"clips of {n} frames" if n else "images"
         raise UserError(f"the checkpoint reads {what(meta.get('frames', 0))} but {name} holds {what(data.frames)}; "
                         f"evaluate on data like the one it was trained on")
     amp_dtype, _ = resolve_precision(cfg.precision, dev)

@@ -11,10 +11,9 @@ Inference (`predict`) uses the primary stream only."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
-
-import math
 
 import torch
 import torch.nn as nn
@@ -25,8 +24,6 @@ from ssat.errors import UserError
 from ssat.methods import METHODS
 from ssat.models import build_backbone
 from ssat.models.layers import logits_and_features
-
-
 
 LAMBDA_SCHEDULES = ("constant", "linear", "cosine")
 BALANCES = ("none", "ema", "uncertainty")

@@ -30,7 +30,7 @@ def declare_options(owner: str, options: Optional[type]) -> None:
         raise TypeError(f"{owner}: options must be a dataclass of opt(...) fields, got {options!r}")
     # the same options class may serve several parts (the twelve MedMNIST sets share --medmnist-size), and a
     # subclass adds its own to options it shares (the video sets' --frames, FaceForensics++'s --manipulations)
-    related = lambda cls: issubclass(options, cls) or issubclass(cls, options)  # noqa: E731
+    related = lambda cls: issubclass(options, cls) or issubclass(cls, options)
     taken = {f.name: o for o, cls in OPTION_SETS.items() if o != owner and not related(cls)
              for f in dataclasses.fields(cls)}
     for f in dataclasses.fields(options):

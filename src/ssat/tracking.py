@@ -24,7 +24,8 @@ class Tracker:
         if is_main and cfg.log == "wandb":
             wandb = need_extra("wandb", "wandb", "--log wandb")
             self.wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "ssat"), name=run_dir.name,
-                                    dir=str(run_dir), config=cfg.to_dict(), mode=os.environ.get("WANDB_MODE", "offline"))
+                                    dir=str(run_dir), config=cfg.to_dict(),
+                                    mode=os.environ.get("WANDB_MODE", "offline"))
 
     def step(self, update: int, values: dict) -> None:
         if self.lines:

@@ -21,18 +21,17 @@ import torch
 from torch.autograd import DeviceType
 
 from ssat import engine
-from ssat.engine import resolve_device, resolve_precision
 from ssat.config import Config
 from ssat.data.batch_augment import BatchAugment
 from ssat.data.memory import MemoryLoader
 from ssat.data.transforms import crop_mode
+from ssat.engine import resolve_device, resolve_precision
 from ssat.errors import UserError
 from ssat.flops import train_flops_per_image
-from ssat.models import MODELS, input_shape
 from ssat.hostmem import keep_freed_memory
+from ssat.models import MODELS, input_shape
 from ssat.objective import build_model
 from ssat.runs import seed_everything
-
 
 # Profiler events at which the host waits for the device.
 HOST_SYNCS = {"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy"}
@@ -104,7 +103,7 @@ class StepTimer:
         events = prof.events()
         on_device = [e for e in events if e.device_type == DeviceType.CUDA]
         syncs = [e for e in events if e.name in HOST_SYNCS]
-        self_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)  # noqa: E731
+        self_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
         ops = sorted(prof.key_averages(), key=self_time, reverse=True)[:10]
         result = {"steps": n, "ms_per_step": round(seconds * 1000, 2),
                   # one read-out ends the profiled epoch (engine.train_one_epoch): the rest are the steps'
@@ -127,7 +126,7 @@ class StepTimer:
         """One epoch over `images` generated uint8 images held on the device, through the in-memory loader with the
         default augmentation, exactly as `ssat train` feeds it -> its time against its steps' median time."""
         loader = synthetic_loader(self.cfg, self.device, images, self.classes)
-        run = lambda batches: engine.train_one_epoch(  # noqa: E731
+        run = lambda batches: engine.train_one_epoch(
             self.step_model, batches, self.optimizer, self.scheduler, self.scaler, epoch=0, device=self.device,
             amp_dtype=self.amp_dtype)
         run(list(itertools.islice(loader, 2)))  # untimed: a compiled step may specialise on the loader's batches
@@ -164,7 +163,8 @@ def time_steps(timers: list, *, steps: int, warmup: int) -> tuple[list[dict], li
 
 
 def paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over rounds of a[r] / b[r]. A slow spell of a shared machine then falls on both sides of the ratios it touches, instead of on whichever method's median it shifts."""
+    """Median over rounds of a[r] / b[r]. A slow spell of a shared machine then falls on both sides of the ratios it
+    touches, instead of on whichever method's median it shifts."""
     return statistics.median(x / y for x, y in zip(a, b))
 
 
@@ -198,7 +198,7 @@ def time_loader(cfg: Config, device: torch.device, *, batches: int = 20) -> floa
         pass
     _sync(device)
     t0 = time.perf_counter()
-    for x, *_ in loader:
+    for _ in loader:
         pass
     _sync(device)
     return n / (time.perf_counter() - t0)

@@ -9,9 +9,9 @@ from collections import Counter
 import numpy as np
 
 from ssat.config import Config
-from ssat.data.registry import dataset_option_names
 from ssat.data.memory import fits_in_memory
 from ssat.data.prepare import load_for
+from ssat.data.registry import dataset_option_names
 
 
 def info(cfg: Config) -> dict:

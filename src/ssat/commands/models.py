@@ -14,7 +14,6 @@ from ssat.flops import inference_flops_per_image
 from ssat.methods import METHODS
 from ssat.models import MODELS, build_backbone, input_shape
 
-
 MAX_SIZE = 4096  # a ViT-B's position table at 100000 px alone would need 30 G numbers
 
 

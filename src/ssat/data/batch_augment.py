@@ -137,9 +137,9 @@ def rand_augment(x: torch.Tensor, policy: RandAugmentPolicy, fill: torch.Tensor,
         shift = rep(_signed(level * 0.45 * 2))
         factor = rep(1 + _signed(level * 0.9))
         op, active, level = rep(op), rep(active), rep(level)
-        chosen = lambda name: _bcast(active & (op == OPS.index(name)))  # noqa: E731
+        chosen = lambda name, active=active, op=op: _bcast(active & (op == OPS.index(name)))
         theta = eye.clone()
-        sel = lambda name: (active & (op == OPS.index(name))).float()  # noqa: E731
+        sel = lambda name, active=active, op=op: (active & (op == OPS.index(name))).float()
         cos, sin = torch.cos(angle), torch.sin(angle)
         r = sel("rotate")
         theta[:, 0, 0] += r * (cos - 1)
@@ -241,7 +241,7 @@ class BatchAugment:
         """mean, std and RandAugment's fill colour on `dev`, copied there once (a copy per batch would make the
         host wait for the device)."""
         if dev not in self._constants:
-            as_tensor = lambda v: torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1).to(dev)  # noqa: E731
+            as_tensor = lambda v: torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1).to(dev)
             self._constants[dev] = (as_tensor(self.mean), as_tensor(self.std),
                                     as_tensor([round(255 * m) / 255 for m in self.mean]))
         return self._constants[dev]

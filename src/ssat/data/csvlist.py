@@ -1,6 +1,7 @@
 """Your own data as CSV lists: `<root>/train.csv` and `<root>/test.csv` (or `val.csv`), one `path,label` per row
 (an optional header row `path,label`). Paths are relative to the CSV's folder (absolute ones, or ones outside
-the folder, only with --allow-outside-root); labels are class names or integers. Classes are the sorted set of training labels (integers sorted numerically)."""
+the folder, only with --allow-outside-root); labels are class names or integers. Classes are the sorted set of
+training labels (integers sorted numerically)."""
 
 from __future__ import annotations
 

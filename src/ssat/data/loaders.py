@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -15,7 +16,7 @@ from ssat.data.batch_augment import BatchAugment
 from ssat.data.memory import MemoryLoader, array_images, fits_in_memory, resize_uint8, to_tensor
 from ssat.data.registry import DataBundle
 from ssat.data.subsets import choose, class_counts
-from ssat.data.transforms import Transformed, crop_mode, eval_transform, train_transform
+from ssat.data.transforms import Transformed, crop_mode, eval_preprocessing, eval_transform, train_transform
 from ssat.errors import UserError
 
 
@@ -95,7 +96,8 @@ def make_loaders(cfg, data: DataBundle, device: torch.device, log: Callable[[str
         train_images = all_train[indices]
         if mode != "rrc":  # crops of the padded image happen per batch; resizing once is enough
             train_images = resize_uint8(train_images, cfg.img_size)
-        as_eval = lambda x: resize_uint8(x, cfg.img_size, crop_pct=0.875 if mode == "rrc" else 1.0)  # noqa: E731
+        crop_pct = eval_preprocessing(cfg)["crop_pct"]  # what eval_transform and ssat export use
+        as_eval = lambda x: resize_uint8(x, cfg.img_size, crop_pct=crop_pct)
         augment = BatchAugment(size=cfg.img_size, crop=mode, hflip=cfg.hflip, rand_augment=cfg.rand_augment,
                                reprob=cfg.reprob, mean=data.mean, std=data.std)
         common = dict(device=device, mean=data.mean, std=data.std, rank=rank, world_size=world_size)

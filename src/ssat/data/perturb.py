@@ -52,7 +52,7 @@ def perturb(image: Image.Image, kind: str, severity: float, rng: np.random.Gener
     w, h = image.size
     if kind == "perspective":
         dx, dy = int(severity * w / 2), int(severity * h / 2)
-        r = lambda hi: int(rng.integers(0, hi + 1))  # noqa: E731
+        r = lambda hi: int(rng.integers(0, hi + 1))
         start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
         end = [[r(dx), r(dy)], [w - 1 - r(dx), r(dy)], [w - 1 - r(dx), h - 1 - r(dy)], [r(dx), h - 1 - r(dy)]]
         return TF.perspective(image, start, end, interpolation=InterpolationMode.BILINEAR, fill=0)

@@ -7,8 +7,16 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DataBundle, DataOptions, array_stats, \
-    dataset_option_names, load_dataset
+from ssat.data.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArrayDataset,
+    DataBundle,
+    DataOptions,
+    array_stats,
+    dataset_option_names,
+    load_dataset,
+)
 from ssat.errors import UserError
 
 STATS_SAMPLE = 500  # images decoded to estimate file-based sets' statistics
@@ -24,7 +32,7 @@ def to_rgb(data: DataBundle) -> DataBundle:
     """Grayscale array sets replicated to 3 identical channels (the statistics too)."""
     if data.in_chans != 1:
         return data
-    rgb = lambda ds: ArrayDataset(np.repeat(ds.images[..., None], 3, axis=-1), ds.labels)  # noqa: E731
+    rgb = lambda ds: ArrayDataset(np.repeat(ds.images[..., None], 3, axis=-1), ds.labels)
     return dataclasses.replace(data, train=rgb(data.train), test=rgb(data.test), in_chans=3,
                                mean=tuple(data.mean) * 3, std=tuple(data.std) * 3)
 

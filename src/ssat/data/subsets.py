@@ -92,7 +92,7 @@ def choose(targets: list[int], *, fraction: float = 1.0, n_per_class: int | None
         train_units, val_units = choose([targets[first[g]] for g in units], fraction=fraction,
                                         n_per_class=n_per_class, seed=seed, val_fraction=val_fraction,
                                         val_per_class=val_per_class)
-        expand = lambda picked: sorted(i for u in picked for i in members[units[u]])  # noqa: E731
+        expand = lambda picked: sorted(i for u in picked for i in members[units[u]])
         return expand(train_units), expand(val_units)
     saved_val = None
     if subset_file:

@@ -20,7 +20,7 @@ def load_videofolder(root, download, options) -> DataBundle:
     if test_classes != classes:
         raise UserError(f"{test_dir} has classes {test_classes[:5]} but train/ has {classes[:5]}; both splits need "
                         f"the same class folders")
-    listed = lambda paths, labels: [Video(p, y, p.relative_to(root).with_suffix("").as_posix())  # noqa: E731
+    listed = lambda paths, labels: [Video(p, y, p.relative_to(root).with_suffix("").as_posix())
                                     for p, y in zip(paths, labels)]
     train, test = load_splits(root, options, listed(train_paths, train_labels), listed(test_paths, test_labels))
     return DataBundle("videofolder", train, test, train.labels, classes, 3,

@@ -10,7 +10,6 @@ import timm
 import torch
 import torch.nn as nn
 from timm.layers import build_sincos2d_pos_embed
-
 from timm.models.vision_transformer import VisionTransformer
 
 from ssat.errors import UserError
