@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import tiny_model  # noqa: F401 (registers vit_test)
+from ssat.cli import main
 from ssat.config import Config
 
 # energy=False: codecarbon's start/stop costs ~1 s per run; one test measures it for real (test_train.py).
@@ -60,3 +61,13 @@ def shallow_backbones(monkeypatch):
         extra = next((v for k, v in SHALLOW.items() if name.startswith(k)), {})
         monkeypatch.setitem(MODELS, name, dataclasses.replace(spec, kwargs={**spec.kwargs, **extra}))
     monkeypatch.setattr(cvt, "STAGES", [{**s, "depth": 1} for s in cvt.STAGES])
+
+
+def run_error(capsys, argv) -> str:
+    """Run the CLI and check it refused in one line (exit 2, `ssat: error: ...`, no traceback); -> that line."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ssat: error: ") and "Traceback" not in err, err
+    return lines[0]

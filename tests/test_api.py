@@ -70,9 +70,21 @@ def test_the_accelerate_example_runs():
     pytest.importorskip("accelerate")
     text = (README.parent / "docs" / "api.md").read_text()
     code = re.search(r"<!-- accelerate-example -->\s*```python\n(.*?)```", text, re.S).group(1)
+    import accelerate
+    losses = []
+    real = accelerate.Accelerator.backward
+
+    def recording(self, loss, **kw):  # what the example trains on, step by step
+        losses.append(loss.item())
+        return real(self, loss, **kw)
     torch.manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(16, 3, 32, 32), torch.arange(16) % 10)
-    exec(compile(code, "docs/api.md", "exec"), {"loader": torch.utils.data.DataLoader(data, batch_size=8)})
+    images, targets = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    data = torch.utils.data.TensorDataset(images.repeat(12, 1, 1, 1), targets.repeat(12))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(accelerate.Accelerator, "backward", recording)
+        exec(compile(code, "docs/api.md", "exec"), {"loader": torch.utils.data.DataLoader(data, batch_size=8)})
+    assert len(losses) == 12 and all(map(torch.isfinite, torch.tensor(losses)))
+    assert sum(losses[-3:]) < sum(losses[:3]), losses  # it trains: the loss falls
 
 
 def test_ssat_train_from_python_writes_a_run(tmp_path):

@@ -7,18 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import run_error
 from fixtures import write_cifar
 from ssat.cli import main
 from ssat.config import Config
-
-
-def run_error(capsys, argv):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ssat: error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.mark.parametrize("argv,message", [

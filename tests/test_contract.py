@@ -1,7 +1,8 @@
 """Every registered backbone x every method x every auxiliary task x input sizes 8, 28, 32 and 64 px (clips of 4
 frames for the video backbones): the
 combination trains one optimizer step (finite loss, the encoder moves, both loss parts reported, predictions of
-the right shape), or is refused with one UserError line. Any other exception (a shape mismatch deep in a model,
+the right shape), or is refused with one UserError line, and only where the registries declare it unsupported
+(`AuxSpec.fits`): a supported combination wrongly refused fails. Any other exception (a shape mismatch deep in a model,
 an assertion) fails, as it would reach a user as a traceback. Backbones are built shallow (conftest.py)."""
 
 import copy
@@ -32,6 +33,13 @@ def combos():
                     yield model, method, aux, size
 
 
+def declared_supported(model: str, method: str, aux, size: int) -> bool:
+    """What the registries promise: a method with an auxiliary stream where the task's spec says it fits the
+    backbone at this size, anything else on any backbone."""
+    caps = MODELS[model].capabilities
+    return not METHODS[method].auxiliary or AUX_TASKS[aux].fits(caps, size, default_patch_size(size, model))
+
+
 _BUILT = {}
 REAL_BUILD = objective.build_backbone
 
@@ -54,6 +62,8 @@ def one_step(model: str, method: str, aux, size: int) -> None:
     torch.manual_seed(0)
     frames = FRAMES if MODELS[model].capabilities.video else 0  # video models read clips, image models images
     net = build_model(cfg, num_classes=3, in_chans=1 if size in (8, 28) else 3, frames=frames)
+    if hasattr(net.backbone, "total_stride"):  # what the capability declares is what the backbone does
+        assert net.backbone.total_stride == cfg.patch_size * MODELS[model].capabilities.stage_downsampling
     two_views = (aux in AUX_TASKS and AUX_TASKS[aux].views == 2)
     x = torch.randn(4, *input_shape(net.backbone.in_chans, size, frames))
     y = torch.tensor([0, 1, 2, 0])
@@ -82,3 +92,4 @@ def test_every_combination_trains_a_step_or_is_refused_in_one_line(model, method
     except UserError as e:
         message = str(e)
         assert message and "\n" not in message and "; " in message, message  # one line naming the fix
+        assert not declared_supported(model, method, aux, size), f"declared supported, but refused: {message}"

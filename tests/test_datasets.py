@@ -161,7 +161,7 @@ def test_csv_test_image_in_the_training_list_is_refused(tmp_path, capsys):
     test_row = (root / "test.csv").read_text().splitlines()[1]
     with open(root / "train.csv", "a") as f:
         f.write(test_row + "\n")
-    from test_cli import run_error
+    from conftest import run_error
     line = run_error(capsys, ["data", "info", "--dataset", "csv", "--data-root", str(root)])
     assert "csv: the train and test splits both list" in line and "must not be trained on" in line
 
@@ -172,7 +172,7 @@ def test_split_entries_outside_the_data_root_need_a_flag_and_duplicates_are_a_wa
     Image.new("RGB", (8, 8)).save(outside)
     with open(root / "train.csv", "a") as f:
         f.write("../elsewhere.png,benign\nimages/train_benign_0.png,benign\n")
-    from test_cli import run_error
+    from conftest import run_error
     line = run_error(capsys, ["data", "info", "--dataset", "csv", "--data-root", str(root)])
     assert f"names {outside}, outside --data-root" in line and "--allow-outside-root" in line
     assert main(["data", "info", "--dataset", "csv", "--data-root", str(root), "--json",
@@ -188,7 +188,7 @@ def test_chaoyang_labels_must_be_integers(tmp_path, capsys, label):
     entries = json.loads((root / "train.json").read_text())
     entries[0]["label"] = label
     (root / "train.json").write_text(json.dumps(entries))
-    from test_cli import run_error
+    from conftest import run_error
     line = run_error(capsys, ["data", "info", "--dataset", "chaoyang", "--data-root", str(root)])
     assert f"label {label!r} is not an integer class index" in line
 
@@ -199,7 +199,7 @@ def test_domainnet_label_outside_its_345_classes_is_refused(tmp_path, capsys):
     lines = split.read_text().splitlines()
     lines[0] = lines[0].rsplit(maxsplit=1)[0] + " 99999"
     split.write_text("\n".join(lines) + "\n")
-    from test_cli import run_error
+    from conftest import run_error
     line = run_error(capsys, ["data", "info", "--dataset", "domainnet", "--data-root", str(root), "--domain",
                               "sketch"])
     assert "label 99999 is outside DomainNet's 0..344" in line

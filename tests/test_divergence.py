@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from conftest import run_error
 from ssat import engine
 from ssat.cli import main
 from ssat.runs import save_weights
-from test_cli import run_error
 
 
 def _poison_after(monkeypatch, epoch_index):

@@ -38,7 +38,7 @@ def test_gradcam_grid_compares_models_on_the_same_images(two_runs, tmp_path, cap
 
 
 def test_gradcam_refuses_runs_of_other_sizes_and_figures_it_cannot_write(two_runs, tmp_path, tiny_flags, capsys):
-    from test_cli import run_error
+    from conftest import run_error
     big = tmp_path / "big"
     assert main(["train", *tiny_flags, "--fraction", "0.05", "--img-size", "16", "--patch-size", "4",
                  "--out", str(big)]) == 0

@@ -11,9 +11,9 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from conftest import run_error
 from ssat.cli import main
 from ssat.inference import predict
-from test_cli import run_error
 
 
 @pytest.fixture(scope="module")

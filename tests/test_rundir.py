@@ -3,9 +3,9 @@ metrics tolerated."""
 
 import json
 
+from conftest import run_error
 from ssat.cli import main
 from ssat.runs import RunDir
-from test_cli import run_error
 
 
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path, tiny_flags, capsys):

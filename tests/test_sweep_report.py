@@ -8,11 +8,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import run_error
 from ssat.cli import main
 from ssat.commands import sweep as sweep_mod
 from ssat.commands.sweep import points, read_sweep
 from ssat.config import Config
-from test_cli import run_error
 
 BASE = {"model": "vit_test", "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, "batch_size": 64,
         "epochs": 1, "warmup_epochs": 0, "deterministic": True, "device": "cpu", "energy": False,

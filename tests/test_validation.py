@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import run_error
 from ssat.cli import main
 from ssat.data import load_dataset
 from ssat.data.subsets import choose, validation_split
-from test_cli import run_error
 
 
 def test_validation_split_is_stratified_reproducible_and_disjoint():

@@ -436,6 +436,8 @@ def test_every_method_trains_on_faceforensics_and_evaluates_across_manipulations
                              "out": str(tmp_path / "sslft")}))
     summary = json.loads((tmp_path / "ssat" / "summary.json").read_text())
     assert summary["frames"] == 4 and summary["aux"] == "videomae"
+    # the task says what it read: a videomae run records its mask ratio (the cross-manipulation sweep varies it)
+    assert summary["mask_ratio"] == 0.75 and summary["aux_options"]["decoder_dim"] == 12
     assert 0 <= summary["test_auc"] <= 1 and summary["test_video_acc1"] is not None
     assert summary["data_options"]["manipulations"] == "Deepfakes"
     capsys.readouterr()

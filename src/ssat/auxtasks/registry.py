@@ -62,10 +62,19 @@ class AuxSpec:
     needs: str = "pooled_embedding"  # the backbone capability it requires (models.registry.Capabilities)
     video: bool = False              # reads clips (pairs with video backbones only)
     options: Optional[type] = None   # its dataclass of opt(...) fields
+    decodes_last_stage: bool = False  # reconstructs from the last stage's map, which must tile the image (SimMIM)
 
     @property
     def option_names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self.options)] if self.options else []
+
+    def fits(self, capabilities, img_size: int, patch_size: int) -> bool:
+        """Declared support: the backbone has what the task needs and, for a task decoding the last stage, that
+        stage's map tiles the image. Anything declared here must train (tests/test_contract.py)."""
+        if not capabilities.auxiliary or getattr(capabilities, self.needs) is not True or \
+                self.video != capabilities.video:
+            return False
+        return not self.decodes_last_stage or img_size % (patch_size * capabilities.stage_downsampling) == 0
 
     def check(self, cfg) -> None:
         """What a task comparing views cannot train with: mixed images (each view would be mixed differently), or
@@ -82,14 +91,14 @@ AUX_TASKS: dict[str, AuxSpec] = {}
 
 
 def register_aux(name: str, views: int = 1, needs: str = "pooled_embedding", options: Optional[type] = None,
-                 video: bool = False):
+                 video: bool = False, decodes_last_stage: bool = False):
     """`builder(backbone, cfg) -> AuxTask`; `needs` names the backbone capability it requires; `options` is a
     dataclass of `ssat.options.opt` fields, which become Config fields (flags, YAML keys) read as `cfg.<name>`;
     `video`: the task reads clips and pairs with video backbones only (image tasks with image backbones only)."""
     def wrap(builder: Callable[..., AuxTask]) -> Callable[..., AuxTask]:
         refuse_duplicate("auxiliary task", name, AUX_TASKS)
         declare_options(f"auxiliary task '{name}'", options)
-        AUX_TASKS[name] = AuxSpec(name, builder, views, needs, video, options)
+        AUX_TASKS[name] = AuxSpec(name, builder, views, needs, video, options, decodes_last_stage)
         return builder
     return wrap
 

@@ -61,7 +61,7 @@ class SimMIMTask(AuxTask):
         return loss, {"loss_simmim": loss.detach()}
 
 
-@register_aux("simmim", needs="mask_token")
+@register_aux("simmim", needs="mask_token", decodes_last_stage=True)
 def build_simmim(backbone: nn.Module, cfg) -> AuxTask:
     """Masked image modelling for backbones whose windows and token merging need every position (Swin, CvT)."""
     return SimMIMTask(backbone, mask_ratio=cfg.mask_ratio)

@@ -170,4 +170,5 @@ class CvTBackbone(nn.Module):
 
 
 register_model("cvt_13", CvTBackbone, "CvT-13: conv token embedding + conv projections, dims 64/192/384",
-               Capabilities(mask_token=True, hierarchical=True))  # ssat's own module: no timm export
+               # ssat's own module: no timm export
+               Capabilities(mask_token=True, hierarchical=True, stage_downsampling=2 ** (len(STAGES) - 1)))

@@ -69,6 +69,7 @@ class ResNetBackbone(TimmBackbone):
 
 
 register_model("swin_tiny", SwinBackbone, "Swin-T (timm): 96-d, depths 2-2-6-2, shifted windows",
-               Capabilities(mask_token=True, layer_decay=True, timm_export=True, hierarchical=True))
+               Capabilities(mask_token=True, layer_decay=True, timm_export=True, hierarchical=True,
+                            stage_downsampling=8))  # 4 stages, each after the first halving the map
 register_model("resnet50", ResNetBackbone, "ResNet-50 (timm): CNN reference, --method scratch only",
                Capabilities(auxiliary=False, pooled_embedding=False, timm_export=True))

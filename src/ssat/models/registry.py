@@ -34,10 +34,11 @@ class Capabilities:
     token_grid: bool = False      # gradcam / attention rollout over a ViT's patch tokens
     timm_export: bool = False     # model.safetensors rebuilds in plain timm
     hierarchical: bool = False    # stages that downsample: a smaller stem stride by default
+    stage_downsampling: int = 1   # the last stage's map is the stem's grid / this (Swin 8, CvT 4): its total_stride
     video: bool = False           # reads clips (B, C, T, H, W); its builder takes the data's `frames`
 
     def supported(self) -> list[str]:
-        return [f for f in self.__dataclass_fields__ if getattr(self, f)]
+        return [f for f in self.__dataclass_fields__ if getattr(self, f) is True]
 
 
 @dataclass(frozen=True)
