@@ -45,8 +45,9 @@ def _syncs_during_training(tiny_cfg, steps: int) -> int:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            engine.train_one_epoch(model, loader, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=False),
-                                   epoch=0, device=device, amp_dtype=torch.bfloat16)
+            engine.train_one_epoch(model, loader,
+                                   engine.Updates(optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=False)),
+                                   0, place=engine.Placement(device, torch.bfloat16))
         finally:
             torch.cuda.set_sync_debug_mode("default")
     # set_sync_debug_mode itself warns once per process (attributed to torch/cuda/__init__.py): not a sync.

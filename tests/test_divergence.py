@@ -15,9 +15,9 @@ def _poison_after(monkeypatch, epoch_index):
     """Make the weights NaN at the end of the given (0-based) epoch, as a blown-up step would."""
     real = engine.train_one_epoch
 
-    def epoch(model, *args, **kwargs):
-        stats = real(model, *args, **kwargs)
-        if kwargs["epoch"] == epoch_index:
+    def epoch(model, loader, updates, epoch, **kwargs):
+        stats = real(model, loader, updates, epoch, **kwargs)
+        if epoch == epoch_index:
             with torch.no_grad():
                 next(model.parameters()).fill_(float("nan"))
         return stats

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from ssat.engine import build_optimizer, build_scheduler, topk_correct, train_one_epoch
+from ssat.engine import Placement, Updates, build_optimizer, build_scheduler, topk_correct, train_one_epoch
 from ssat.objective import build_model
 
 
@@ -54,8 +54,8 @@ def test_gradient_accumulation_equals_one_big_batch(tiny_cfg):
         model = build_model(cfg, num_classes=10, in_chans=1)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)  # linear in the gradient, unlike Adam
         scaler = torch.amp.GradScaler("cpu", enabled=False)
-        train_one_epoch(model, batches, opt, _Sched(), scaler, epoch=0, device=torch.device("cpu"), amp_dtype=None,
-                        accum_steps=accum)
+        train_one_epoch(model, batches, Updates(opt, _Sched(), scaler, accum_steps=accum), 0,
+                        place=Placement(torch.device("cpu")))
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(results[0], results[1], atol=1e-6)
 
@@ -73,8 +73,8 @@ def test_gradient_clipping_bounds_the_update(tiny_cfg):
         norms.append(torch.norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])))
         return original_step(*a, **k)
     opt.step = spy
-    train_one_epoch(model, [(x, y)], opt, _Sched(), torch.amp.GradScaler("cpu", enabled=False), epoch=0,
-                    device=torch.device("cpu"), amp_dtype=None, clip_grad=0.01)
+    train_one_epoch(model, [(x, y)], Updates(opt, _Sched(), torch.amp.GradScaler("cpu", enabled=False), clip_grad=0.01),
+                    0, place=Placement(torch.device("cpu")))
     assert norms[0].item() == pytest.approx(0.01, rel=1e-3)
 
 

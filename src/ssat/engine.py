@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -139,64 +140,120 @@ def split_backward(terms, params: list[torch.Tensor], scaler, divide: int) -> to
     return torch.stack([n0 / scale, n1 / scale, cos])
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, device: torch.device,
-                    amp_dtype: Optional[torch.dtype], accum_steps: int = 1, clip_grad: Optional[float] = None,
-                    progress: bool = False, world: World = SINGLE,
-                    before_update: Optional[Callable[[int], None]] = None,
-                    after_step: Optional[Callable[[int], None]] = None,
-                    probe_params: Optional[list[torch.Tensor]] = None, probe_every: int = 0,
-                    on_log: Optional[Callable[[int, dict], None]] = None, log_every: int = 0,
-                    mix: Optional[Callable] = None) -> dict:
+@dataclass
+class Updates:
+    """How the weights are updated: the optimiser, its per-update lr schedule, the loss scaler, gradient
+    accumulation and clipping; `total` updates over the whole run give the model's hooks their progress in [0, 1]
+    (`set_progress` before an update, `after_step` after it; 0: not called); `ema` (--model-ema) follows the
+    model's backbone after each update."""
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    accum_steps: int = 1
+    clip_grad: Optional[float] = None
+    total: int = 0
+    ema: Any = None
+
+
+@dataclass
+class Placement:
+    """Where a step runs: the device, the autocast dtype (None: fp32) and the process group."""
+    device: torch.device
+    amp_dtype: Optional[torch.dtype] = None
+    world: World = SINGLE
+
+
+class GradientProbe:
+    """Every `every` updates, when the model returns two loss terms, the backward pass is split to measure each
+    term's gradient on `params`: `grad_norm_primary`, `grad_norm_aux`, `grad_cos` (means over the probed updates)."""
+
+    def __init__(self, params: list[torch.Tensor], every: int):
+        self.params, self.every, self.count, self.sum = params, every, 0, None
+
+    def due(self, out, micro_step: int, accum_steps: int, update_index: int, world: World) -> bool:
+        return bool(self.every and self.params and out.terms is not None and micro_step % accum_steps == 0
+                    and update_index % self.every == 0 and not world.distributed)
+
+    def backward(self, out, scaler, accum_steps: int) -> None:
+        stats = split_backward(out.terms, self.params, scaler, accum_steps)
+        self.sum = stats if self.sum is None else self.sum + stats
+        self.count += 1
+
+    def results(self) -> dict:
+        if not self.count:
+            return {}
+        return dict(zip(("grad_norm_primary", "grad_norm_aux", "grad_cos"), (self.sum / self.count).tolist()))
+
+
+@dataclass
+class Watch:
+    """What is observed during an epoch: the gradient probe, a step log (an object with `every` and
+    `step(update, values)`, e.g. tracking.Tracker) and the progress bar."""
+    probe: Optional[GradientProbe] = None
+    log: Any = None
+    bar: bool = False
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself under torch.compile and / or DistributedDataParallel wrappers: its hooks live there."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        inner = inner if isinstance(inner, nn.Module) else getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def train_one_epoch(model, loader, updates: Updates, epoch: int, *, place: Placement, mix: Optional[Callable] = None,
+                    watch: Optional[Watch] = None) -> dict:
     """One pass over `loader`. `model` may be wrapped (DDP, torch.compile); the returned statistics are averaged over
-    all images of all ranks. The only host synchronisations are the progress bar's (every 10 steps, when shown)
-    and the final read-out. Every `probe_every` updates, when the model returns two loss terms, the backward pass
-    is split to measure each term's gradient on `probe_params` (`grad_norm_primary`, `grad_norm_aux`, `grad_cos`:
-    means over the probed steps). Every `log_every` updates `on_log(update, {loss, parts..., lr})` gets this
-    step's values (a host sync on those steps only)."""
+    all images of all ranks. The only host synchronisations are the progress bar's (every 10 steps, when shown),
+    the step log's (on its steps) and the final read-out."""
     model.train()
-    updates_per_epoch = math.ceil(len(loader) / accum_steps)
+    hooks, watch = unwrap(model), watch or Watch()
+    accum, world = updates.accum_steps, place.world
+    updates_per_epoch = math.ceil(len(loader) / accum)
     sums: dict[str, torch.Tensor] = {}  # summed on device: no host sync inside the loop
-    probes, probe_sum = 0, None
     seen = 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
-    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not watch.bar, dynamic_ncols=True)
+    updates.optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(bar):
-        images, targets, *aux_images = _to(device, batch)
+        images, targets, *aux_images = _to(place.device, batch)
         labels = targets  # accuracy is counted against the images' own labels
         if mix is not None:  # Mixup / CutMix: mixed images for both streams, mixed targets for the classifier
             images, targets = mix(images, targets)
-        update_index = epoch * updates_per_epoch + i // accum_steps
-        if i % accum_steps == 0:
-            scheduler.step_update(update_index)
-            if before_update is not None:  # e.g. a scheduled λ; gets the global update index
-                before_update(update_index)
+        update_index = epoch * updates_per_epoch + i // accum
+        if i % accum == 0:
+            updates.scheduler.step_update(update_index)
+            if updates.total:  # e.g. a scheduled λ
+                hooks.set_progress(update_index / updates.total)
 
-        update = (i + 1) % accum_steps == 0 or i + 1 == len(loader)
+        update = (i + 1) % accum == 0 or i + 1 == len(loader)
         # Under DDP, gradients are all-reduced only on the micro-step that updates.
         with (nullcontext() if update or not hasattr(model, "no_sync") else model.no_sync()):
-            with autocast(device, amp_dtype):
+            with autocast(place.device, place.amp_dtype):
                 out = model(images, targets, aux_images[0] if aux_images else None)
-            if (probe_every and probe_params and out.terms is not None and i % accum_steps == 0
-                    and update_index % probe_every == 0 and not world.distributed):
-                stats = split_backward(out.terms, probe_params, scaler, accum_steps)
-                probe_sum = stats if probe_sum is None else probe_sum + stats
-                probes += 1
+            if watch.probe is not None and watch.probe.due(out, i, accum, update_index, world):
+                watch.probe.backward(out, updates.scaler, accum)
             else:
-                scaler.scale(out.loss / accum_steps).backward()
+                updates.scaler.scale(out.loss / accum).backward()
 
         if update:
-            if clip_grad is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            if after_step is not None:  # e.g. DINO's EMA teacher; gets the global update index
-                after_step(update_index + 1)
-            if on_log is not None and log_every and (update_index + 1) % log_every == 0:
+            if updates.clip_grad is not None:
+                updates.scaler.unscale_(updates.optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), updates.clip_grad)
+            updates.scaler.step(updates.optimizer)
+            updates.scaler.update()
+            updates.optimizer.zero_grad(set_to_none=True)
+            if updates.total:  # e.g. DINO's EMA teacher
+                hooks.after_step((update_index + 1) / updates.total)
+            if updates.ema is not None:
+                updates.ema.update(hooks.backbone)
+            if watch.log is not None and watch.log.every and (update_index + 1) % watch.log.every == 0:
                 values = {"loss": out.loss.detach(), **out.parts}
                 read = torch.stack([v.float() for v in values.values()]).tolist()  # one host sync
-                on_log(update_index + 1, {**dict(zip(values, read)), "lr": optimizer.param_groups[0]["lr"]})
+                watch.log.step(update_index + 1, {**dict(zip(values, read)),
+                                                  "lr": updates.optimizer.param_groups[0]["lr"]})
 
         n = labels.shape[0]
         accuracy = {} if out.logits is None else dict(zip(("acc1", "acc5"), topk_correct(out.logits.detach(), labels)))
@@ -204,11 +261,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
                             **{k: v * n for k, v in out.parts.items()}}.items():
             sums[name] = sums.get(name, 0) + value.float()
         seen += n
-        if progress and i % 10 == 0:
-            bar.set_postfix(loss=f"{out.loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if watch.bar and i % 10 == 0:
+            bar.set_postfix(loss=f"{out.loss.item():.4f}", lr=f"{updates.optimizer.param_groups[0]['lr']:.2e}")
 
     names = sorted(sums)
-    totals = world.all_reduce_sum(torch.stack([sums[k] for k in names] + [torch.tensor(float(seen), device=device)]))
+    totals = world.all_reduce_sum(torch.stack([sums[k] for k in names]
+                                              + [torch.tensor(float(seen), device=place.device)]))
     totals = totals.tolist()
     stats = {k: v / totals[-1] for k, v in zip(names, totals)}
     if not math.isfinite(stats["loss"]):
@@ -216,9 +274,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, *, epoch: int, 
     for k in ("acc1", "acc5"):
         if k in stats:
             stats[k] *= 100
-    if probes:
-        stats.update(zip(("grad_norm_primary", "grad_norm_aux", "grad_cos"), (probe_sum / probes).tolist()))
-    stats["lr"] = optimizer.param_groups[0]["lr"]
+    if watch.probe is not None:
+        stats.update(watch.probe.results())
+    stats["lr"] = updates.optimizer.param_groups[0]["lr"]
     return stats
 
 

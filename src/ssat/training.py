@@ -333,6 +333,9 @@ def _epochs(t: Training, progress: Progress) -> dict:
     evaluate = lambda loader, groups=None: engine.evaluate(t.classifier, loader, device=t.device,
                                                            amp_dtype=t.amp_dtype, world=world, groups=groups)
     mix = build_mix(cfg, t.data.num_classes) if model.primary else None  # Mixup / CutMix, if asked for
+    updates = engine.Updates(t.optimizer, t.scheduler, t.scaler, cfg.accum_steps, cfg.clip_grad, total_updates,
+                             t.ema)
+    place = engine.Placement(t.device, t.amp_dtype, world)
     for epoch in range(progress.epoch, cfg.epochs):
         # Re-seed every epoch from (seed, epoch, rank): a resumed epoch draws exactly the same augmentations,
         # shuffles, masks and drop-path as in an uninterrupted run.
@@ -343,15 +346,11 @@ def _epochs(t: Training, progress: Progress) -> dict:
             t.train_loader.sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         try:
-            tr = engine.train_one_epoch(t.step_model, t.train_loader, t.optimizer, t.scheduler, t.scaler,
-                                        epoch=epoch, device=t.device, amp_dtype=t.amp_dtype,
-                                        accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad, world=world,
-                                        progress=not cfg.quiet and world.is_main and sys.stderr.isatty(),
-                                        before_update=lambda update: model.set_progress(update / total_updates),
-                                        after_step=lambda update: _after_step(t, update / total_updates),
-                                        probe_params=model.shared_parameters(), probe_every=cfg.grad_norm_every,
-                                        on_log=t.tracker.on_log, log_every=cfg.log_every,
-                                        mix=mix)
+            watch = engine.Watch(engine.GradientProbe(model.shared_parameters(), cfg.grad_norm_every),
+                                 t.tracker if t.tracker.on_log else None,
+                                 bar=not cfg.quiet and world.is_main and sys.stderr.isatty())
+            tr = engine.train_one_epoch(t.step_model, t.train_loader, updates, epoch, place=place, mix=mix,
+                                        watch=watch)
         except engine.Diverged as e:
             raise _diverged(t, epoch, str(e)) from None
         t1 = time.perf_counter()
@@ -413,12 +412,6 @@ def _epochs(t: Training, progress: Progress) -> dict:
     if not world.is_main:
         return {}
     return _summary(t, start, progress, final, at_selected)
-
-
-def _after_step(t: Training, progress: float) -> None:
-    t.model.after_step(progress)  # e.g. DINO's EMA teacher
-    if t.ema is not None:
-        t.ema.update(t.model.backbone)
 
 
 def _diverged(t: Training, epoch: int, what: str) -> UserError:

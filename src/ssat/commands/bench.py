@@ -78,6 +78,9 @@ class StepTimer:
         self.scheduler = engine.build_scheduler(self.optimizer, epochs=1, warmup_epochs=0,
                                                 updates_per_epoch=1_000_000, min_lr=1e-6)
         self.scaler = torch.amp.GradScaler(device.type, enabled=needs_scaler)
+        # as `ssat train` steps, the model's hooks included (a scheduled λ, DINO's teacher): progress over 10^6
+        self.updates = engine.Updates(self.optimizer, self.scheduler, self.scaler, total=1_000_000)
+        self.place = engine.Placement(device, self.amp_dtype)
         self.images = torch.randn(cfg.batch_size, *input_shape(3, cfg.img_size, frames), device=device)
         self.targets = torch.randint(0, classes, (cfg.batch_size,), device=device)
         self.flops = train_flops_per_image(self.model, self.images, self.targets)
@@ -88,8 +91,7 @@ class StepTimer:
         """Seconds per step over `n` steps (the epoch ends with a host read-out, so the device is synchronised)."""
         _sync(self.device)
         t0 = time.perf_counter()
-        engine.train_one_epoch(self.step_model, [(self.images, self.targets)] * n, self.optimizer, self.scheduler,
-                               self.scaler, epoch=0, device=self.device, amp_dtype=self.amp_dtype)
+        engine.train_one_epoch(self.step_model, [(self.images, self.targets)] * n, self.updates, 0, place=self.place)
         return (time.perf_counter() - t0) / n
 
     def profile(self, n: int, trace: Optional[Path] = None) -> dict:
@@ -126,9 +128,7 @@ class StepTimer:
         """One epoch over `images` generated uint8 images held on the device, through the in-memory loader with the
         default augmentation, exactly as `ssat train` feeds it -> its time against its steps' median time."""
         loader = synthetic_loader(self.cfg, self.device, images, self.classes)
-        run = lambda batches: engine.train_one_epoch(
-            self.step_model, batches, self.optimizer, self.scheduler, self.scaler, epoch=0, device=self.device,
-            amp_dtype=self.amp_dtype)
+        run = lambda batches: engine.train_one_epoch(self.step_model, batches, self.updates, 0, place=self.place)
         run(list(itertools.islice(loader, 2)))  # untimed: a compiled step may specialise on the loader's batches
         _sync(self.device)
         t0 = time.perf_counter()
