@@ -361,22 +361,32 @@ def preset_values(name: str) -> dict:
     return values
 
 
-def load_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, what: str = "config file", fix: str = "pass an existing YAML file to --config"):
+    """The one YAML reader (configs, sweep files): UTF-8 with or without a byte-order mark, every failure one line
+    naming the file; -> what the file holds (None for an empty one)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {path} does not exist; pass an existing YAML file to --config")
+        raise UserError(f"{what} {path} does not exist; {fix}")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
-        raise UserError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+        raise UserError(f"{what} {path} is not UTF-8 text; save it as UTF-8") from None
     except OSError as e:
-        raise UserError(f"config file {path} cannot be read ({e.strerror}); check the path") from None
+        raise UserError(f"{what} {path} cannot be read ({e.strerror}); check the path") from None
     except yaml.YAMLError as e:
-        raise UserError(f"config file {path} is not valid YAML ({first_line(e)}); fix its syntax") from None
+        raise UserError(f"{what} {path} is not valid YAML ({first_line(e)}); fix its syntax") from None
+
+
+def option_name(key) -> str:
+    """An option as written in YAML or as a flag (`mask-ratio`, `lambda`) -> its Config field name."""
+    return "lam" if key == "lambda" else str(key).replace("-", "_")
+
+
+def load_yaml(path: str | Path) -> dict:
+    values = read_yaml(path) or {}
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of option: value")
-    # Accept the flag spelling too (`mask-ratio`, `lambda`).
-    return {("lam" if k == "lambda" else str(k).replace("-", "_")): v for k, v in values.items()}
+    return {option_name(k): v for k, v in values.items()}
 
 
 def save_yaml(cfg: Config, path: Path) -> None:

@@ -13,9 +13,13 @@ from typing import Any, Optional
 from ssat.errors import UserError
 
 
-def opt(default: Any, help: str, group: str, flag: Optional[str] = None, choices: Optional[str] = None):
-    """A Config field with the metadata the CLI needs (help text, --help group, flag name if not derived)."""
-    return field(default=default, metadata={"help": help, "group": group, "flag": flag, "choices": choices})
+def opt(default: Any, help: str, group: str, flag: Optional[str] = None, choices: Optional[str] = None,
+        at_eval: Optional[str] = None):
+    """A Config field with the metadata the CLI needs (help text, --help group, flag name if not derived).
+    `at_eval`: a data set option that may differ at evaluation (`ssat eval --domain`, a sweep's `eval_on`), with the
+    help text `ssat eval` shows for it."""
+    return field(default=default, metadata={"help": help, "group": group, "flag": flag, "choices": choices,
+                                            "at_eval": at_eval})
 
 
 # owner ("auxiliary task 'simclr'", "data set 'domainnet'", ...) -> the dataclass of options it declared

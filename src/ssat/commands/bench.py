@@ -21,6 +21,7 @@ import torch
 from torch.autograd import DeviceType
 
 from ssat import engine
+from ssat.commands import add_config_flags
 from ssat.config import Config
 from ssat.data.batch_augment import BatchAugment
 from ssat.data.memory import MemoryLoader
@@ -271,3 +272,32 @@ def main(args) -> int:
                            profile=Path(args.profile) if args.profile else None,
                            epoch_images=args.epoch_images)), flush=True)
     return 0
+
+
+# `ssat bench` times a step built from these Config options (None: Config's default; else bench's own).
+BENCH_OPTIONS = {"model": None, "img_size": 32, "patch_size": 4, "batch_size": 128, "method": None,
+                 "decoder_dim": None, "decoder_depth": None, "decoder_heads": None, "lam": None, "balance": None,
+                 "mask_ratio": None, "device": None, "precision": None, "compile": None, "compile_mode": None,
+                 "global_pool": None, "norm_pix_loss": None,
+                 "frames": None, "tubelet_size": None}  # video models
+
+def add_parsers(sub) -> None:
+    """This command's parser (cli.py lists the commands; each owns its flags)."""
+    bn = sub.add_parser("bench", help="time the training step (and the in-memory data path); one JSON line",
+                        description="Time warm-up + N optimizer steps of the real training loop on synthetic "
+                                    "data and print images/s, ms/step and achieved GFLOP/s.")
+    add_config_flags(bn, only=BENCH_OPTIONS)  # the same names and checks as `ssat train`
+    bn.add_argument("--compare", action="store_true", help="also time the other method; adds the step-time ratio")
+    bn.add_argument("--keep-freed-memory", action="store_true", help="as `ssat train --keep-freed-memory`")
+    bn.add_argument("--steps", type=int, default=10, help="timed steps [default: 10]")
+    bn.add_argument("--warmup", type=int, default=3, help="untimed steps first [default: 3]")
+    bn.add_argument("--classes", type=int, default=10, help="classifier outputs [default: 10]")
+    bn.add_argument("--data", action="store_true", help="also time the in-memory data path (default augmentation)")
+    bn.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak (about 1 s)")
+    bn.add_argument("--profile", metavar="DIR", help="also profile each method's step (torch.profiler): kernels, "
+                    "device vs host time, host syncs and the costliest ops per step; Chrome traces into DIR")
+    bn.add_argument("--profile-steps", type=int, default=5, help="steps profiled with --profile [default: 5]")
+    bn.add_argument("--epoch-images", type=int, default=0, metavar="N",
+                    help="also time one epoch of N generated in-memory images (e.g. 50000, CIFAR's size) against "
+                         "its steps' time [default: 0, off]")
+    bn.set_defaults(handler=main)

@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 
+from ssat.commands import Parser, add_config_flags
 from ssat.config import Config
 from ssat.data.memory import fits_in_memory
 from ssat.data.prepare import load_for
@@ -59,3 +60,21 @@ def main(args) -> int:
     report = info(cfg)
     print(json.dumps(report) if args.json else text(report))
     return 0
+
+
+def add_parsers(sub) -> None:
+    """This command's parser (cli.py lists the commands; each owns its flags)."""
+    data = sub.add_parser("data", help="inspect a data set (`ssat data info`)")
+    data_sub = data.add_subparsers(dest="data_command", metavar="info", parser_class=Parser, required=True)
+    di = data_sub.add_parser("info", help="splits, class counts, image size and channels of a data set",
+                             description="Read a data set through the loader `ssat train` uses and describe it.")
+    di.add_argument("--dataset", default="digits", help="data set name [default: digits]")
+    di.add_argument("--data-root", help="folder holding its files")
+    di.add_argument("--download", action="store_true", help="download it first if missing (needs internet)")
+    di.add_argument("--train-split", help="flowers102 / MedMNIST: train or train+val")
+    add_config_flags(di, only=dict.fromkeys(dataset_option_names()))
+    di.add_argument("--gray-to-rgb", action="store_true", default=None, help="replicate grayscale to 3 channels")
+    di.add_argument("--allow-outside-root", action="store_true", default=None,
+                    help="let split files name images outside --data-root")
+    di.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    di.set_defaults(handler=main)

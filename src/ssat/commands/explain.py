@@ -253,3 +253,25 @@ def main_reconstruct(args) -> int:
     need_extra("matplotlib", "report", "ssat reconstruct")
     print(json.dumps(reconstruct(args.checkpoint, args.out, args.n, args.seed)))
     return 0
+
+
+def add_parsers(sub) -> None:
+    """This command's parser (cli.py lists the commands; each owns its flags)."""
+    gc = sub.add_parser("gradcam", help="Grad-CAM and attention-rollout grid: test images x models",
+                        description="For the same seeded test images, each model's Grad-CAM (pytorch-grad-cam, "
+                                    "class token left out) and class-token attention rollout, side by side.")
+    gc.add_argument("--checkpoint", action="append", required=True, help="run directory (repeat to compare)")
+    gc.add_argument("--dataset", help="data set [default: the first model's]")
+    gc.add_argument("--data-root", help="its files [default: the first model's]")
+    gc.add_argument("--n", type=int, default=8, help="test images [default: 8]")
+    gc.add_argument("--out", default="gradcam.png", help="PNG to write [default: gradcam.png]")
+    gc.add_argument("--device", default="cpu", help="[default: cpu]")
+
+    rc = sub.add_parser("reconstruct", help="original / masked / reconstructed grid of an SSAT (MAE) run",
+                        description="Mask test images as in training and draw the MAE decoder's reconstruction.")
+    rc.add_argument("--checkpoint", required=True, help="run directory of an ssat or pretrain run with --aux mae")
+    rc.add_argument("--n", type=int, default=8, help="test images [default: 8]")
+    rc.add_argument("--seed", type=int, default=0, help="seed of the images and masks [default: 0]")
+    rc.add_argument("--out", default="reconstruction.png", help="PNG to write [default: reconstruction.png]")
+    gc.set_defaults(handler=main_gradcam)
+    rc.set_defaults(handler=main_reconstruct)

@@ -97,3 +97,17 @@ def main(args) -> int:
         result["hub"] = push(args.to, args.push_to_hub, args.private)
     print(json.dumps(result))
     return 0
+
+
+def add_parsers(sub) -> None:
+    """This command's parser (cli.py lists the commands; each owns its flags)."""
+    ex = sub.add_parser("export", help="write a trained model as a timm model folder (config.json + safetensors)",
+                        description="Export a run so that timm.create_model('local-dir:DIR', pretrained=True) "
+                                    "rebuilds it with timm alone (checked by comparing logits); optionally push it "
+                                    "to the Hugging Face Hub.")
+    ex.add_argument("run", metavar="RUN", help="run directory (or its model.safetensors)")
+    ex.add_argument("--to", required=True, help="new or empty folder to write")
+    ex.add_argument("--best", action="store_true", help="export the validation-selected epoch (model-best)")
+    ex.add_argument("--push-to-hub", metavar="USER/REPO", help="also upload the folder to this Hub repository")
+    ex.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    ex.set_defaults(handler=main)

@@ -60,3 +60,17 @@ def main(args) -> int:
         print(f"| {r['model']} | {r['params_m']} | {r['gflops']} | {r['methods']} | {r['aux']} | "
               f"{r['description']} |")
     return 0
+
+
+def add_parsers(sub) -> None:
+    """This command's parser (cli.py lists the commands; each owns its flags)."""
+    md = sub.add_parser("models", help="list the backbones with parameters and GFLOPs",
+                        description="Every registered backbone, built for the given input, with its parameter count, "
+                                    "inference GFLOPs per image (PyTorch's FLOP counter) and the methods it allows.")
+    md.add_argument("--img-size", type=int, default=32, help="input size, at most 4096 [default: 32]")
+    md.add_argument("--patch-size", type=int, default=None,
+                    help="patch (stem) size [default: each model's default for --img-size]")
+    md.add_argument("--in-chans", type=int, default=3, help="input channels [default: 3]")
+    md.add_argument("--classes", type=int, default=10, help="classifier outputs [default: 10]")
+    md.add_argument("--json", action="store_true", help="one JSON line per model")
+    md.set_defaults(handler=main)

@@ -331,3 +331,13 @@ def report(runs_dir: str, out: str | None = None) -> dict:
 def main(args) -> int:
     print(json.dumps(report(args.runs, args.out)))
     return 0
+
+
+def add_parsers(sub) -> None:
+    """This command's parser (cli.py lists the commands; each owns its flags)."""
+    rp = sub.add_parser("report", help="tables (md, csv), plots and index.html from a directory of runs",
+                        description="Collect every finished run below RUNS_DIR and write the study's tables and "
+                                    "plots.")
+    rp.add_argument("runs", metavar="RUNS_DIR", help="directory holding runs (e.g. runs/<sweep name>)")
+    rp.add_argument("--out", help="output folder [default: RUNS_DIR/report]")
+    rp.set_defaults(handler=main)

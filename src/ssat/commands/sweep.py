@@ -34,7 +34,8 @@ from typing import Optional
 import yaml
 
 from ssat.auxtasks import AUX_TASKS
-from ssat.config import Config, load_yaml
+from ssat.config import Config, load_yaml, option_name, read_yaml
+from ssat.data.registry import eval_options
 from ssat.errors import UserError, first_line
 from ssat.methods import METHODS
 
@@ -47,16 +48,7 @@ SHORT = {"lam": "lambda"}
 
 def read_sweep(path: str) -> dict:
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"sweep file {p} does not exist; pass a YAML file with name, base and grid")
-    try:
-        spec = yaml.safe_load(p.read_text(encoding="utf-8-sig")) or {}
-    except UnicodeDecodeError:
-        raise UserError(f"sweep file {p} is not UTF-8 text; save it as UTF-8") from None
-    except OSError as e:
-        raise UserError(f"sweep file {p} cannot be read ({e.strerror}); check the path") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"sweep file {p} is not valid YAML ({first_line(e)})") from None
+    spec = read_yaml(p, "sweep file", "pass a YAML file with name, base and grid") or {}
     if not isinstance(spec, dict) or not isinstance(spec.get("grid", {}), dict) or \
             not isinstance(spec.get("base", {}), dict) or not isinstance(spec.get("arms", {}), dict):
         raise UserError(f"sweep file {p}: expected a mapping with 'name', 'base' (options), 'grid' (option: list) "
@@ -65,18 +57,14 @@ def read_sweep(path: str) -> dict:
     return spec
 
 
-def _norm(k) -> str:
-    return "lam" if k == "lambda" else str(k).replace("-", "_")
-
-
 def points(spec: dict) -> list[tuple[str, dict]]:
     """(folder name, options) for every distinct grid point (× every arm, when the sweep names arms)."""
-    base = {_norm(k): v for k, v in (spec.get("base") or {}).items()}
-    grid = {_norm(k): (v if isinstance(v, list) else [v]) for k, v in (spec.get("grid") or {}).items()}
+    base = {option_name(k): v for k, v in (spec.get("base") or {}).items()}
+    grid = {option_name(k): (v if isinstance(v, list) else [v]) for k, v in (spec.get("grid") or {}).items()}
     arms = spec.get("arms") or {"": {}}
     if not isinstance(arms, dict) or not all(isinstance(a, dict) for a in arms.values()):
         raise UserError("sweep: 'arms' must map each arm's name to its options, e.g. {scratch: {method: scratch}}")
-    arms = {str(name): {_norm(k): v for k, v in a.items()} for name, a in arms.items()}
+    arms = {str(name): {option_name(k): v for k, v in a.items()} for name, a in arms.items()}
     known = {f for f in Config.__dataclass_fields__}
     unknown = sorted((set(base) | set(grid) | {k for a in arms.values() for k in a}) - known)
     if unknown:
@@ -112,7 +100,9 @@ def points(spec: dict) -> list[tuple[str, dict]]:
     return out
 
 
-EVAL_ON_KEYS = {"dataset", "data_root", "manipulations", "domain"}
+def eval_on_keys() -> set[str]:
+    """What an `eval_on` entry may set: the test set, its root, and the options data sets declare for evaluation."""
+    return {"dataset", "data_root", *eval_options()}
 
 
 def check_evaluations(spec: dict, plan: list[tuple[str, dict]], source: str) -> None:
@@ -125,14 +115,14 @@ def check_evaluations(spec: dict, plan: list[tuple[str, dict]], source: str) -> 
     for p in perturbs:
         parse(p)
     if not isinstance(targets, list):
-        raise UserError(f"sweep {source}: eval_on must be a list of mappings of {', '.join(sorted(EVAL_ON_KEYS))}")
+        raise UserError(f"sweep {source}: eval_on must be a list of mappings of {', '.join(sorted(eval_on_keys()))}")
     for target in targets:
-        if not isinstance(target, dict) or not target or set(target) - EVAL_ON_KEYS or \
+        if not isinstance(target, dict) or not target or set(target) - eval_on_keys() or \
                 not all(isinstance(v, str) for v in target.values()):
             raise UserError(f"sweep {source}: eval_on entry {target!r} must map some of "
-                            f"{', '.join(sorted(EVAL_ON_KEYS))} to text")
+                            f"{', '.join(sorted(eval_on_keys()))} to text")
         for _, options in plan:
-            overrides = {k: v for k, v in target.items() if k in ("dataset", "manipulations", "domain")}
+            overrides = {k: v for k, v in target.items() if k != "data_root"}
             Config.from_dict({**options, **overrides}, source=f"{source} eval_on {target!r}").validate()
 
 
@@ -147,7 +137,7 @@ def _evaluate(folder: Path, spec: dict) -> None:
         if not recorded(summary, "perturbed", perturbed_key(p), test_source(cfg)[1]):
             evaluate_checkpoint(str(folder), perturb=p)
     for target in spec.get("eval_on") or []:
-        overrides = {k: target.get(k) for k in ("manipulations", "domain") if target.get(k) is not None}
+        overrides = {k: target[k] for k in eval_options() if target.get(k) is not None}
         name, root = test_source(cfg, target.get("dataset"), target.get("data_root"))
         if not recorded(summary, "evaluations", evaluation_key(name, overrides), root):
             evaluate_checkpoint(str(folder), target.get("dataset"), target.get("data_root"), **overrides)
@@ -278,3 +268,14 @@ def main(args) -> int:
     print(json.dumps({"runs": len(results), "trained": sum(r.get("status") == "trained" for r in results)}
                      if not args.dry_run else results))
     return 0
+
+
+def add_parsers(sub) -> None:
+    """This command's parser (cli.py lists the commands; each owns its flags)."""
+    sw = sub.add_parser("sweep", help="run a grid of runs from a YAML file (resumable)",
+                        description="Run every point of a sweep file's grid as its own run directory; finished "
+                                    "points are skipped, killed ones resumed. See configs/sweep-*.yaml.")
+    sw.add_argument("file", help="sweep YAML: name, out, base (options), grid (option: [values])")
+    sw.add_argument("--parallel", type=int, default=1, help="runs at a time, each in its own process [default: 1]")
+    sw.add_argument("--dry-run", action="store_true", help="list the runs without training")
+    sw.set_defaults(handler=main)

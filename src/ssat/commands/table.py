@@ -34,3 +34,11 @@ def markdown(runs: list[dict]) -> str:
                  f"{r['params'] / 1e6:.2f}"]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
+
+
+def add_parsers(sub) -> None:
+    """This command's parser (cli.py lists the commands; each owns its flags)."""
+    tb = sub.add_parser("table", help="side-by-side table of finished runs (from their summary.json)",
+                        description="Print a Markdown table of runs; a directory is searched for runs below it.")
+    tb.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or directories holding runs")
+    tb.set_defaults(handler=main)

@@ -11,6 +11,7 @@ from typing import Optional
 
 from ssat import hostmem
 from ssat.auxtasks import AUX_TASKS
+from ssat.commands import add_config_flags, registry_epilog
 from ssat.config import RESUMABLE, Config, load_yaml
 from ssat.errors import UserError
 from ssat.methods import METHODS
@@ -70,3 +71,29 @@ def main_pretrain(args: argparse.Namespace) -> int:
                             f"{', '.join(AUX_TASKS)}, got '{task}'")
         cfg = dataclasses.replace(cfg, method="pretrain", aux=cfg.aux if task == "pretrain" else task)
     return run(args, cfg, state)
+
+
+def add_parsers(sub) -> None:
+    """This command's parser (cli.py lists the commands; each owns its flags)."""
+    train = sub.add_parser("train", help="train a model (scratch or ssat) into a run directory",
+                           description="Train one run. Defaults are the reference implementation's.",
+                           epilog=registry_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--config", help="YAML file of options (flags given here override it)")
+    train.add_argument("--resume", metavar="RUN", help="continue a killed run: its directory or checkpoint-last.pt "
+                       f"(only {', '.join(sorted('--' + r.replace('_', '-') for r in RESUMABLE))} may change)")
+    add_config_flags(train)
+
+    pt = sub.add_parser("pretrain", help="self-supervised pre-training of the encoder (first stage of SSL+FT)",
+                        description="Train the encoder with an auxiliary task alone (no labels): `--method mae|simclr|"
+                                    "dino` names the task. Fine-tune the result with `ssat train --method sslft "
+                                    "--init RUN_DIR`.", epilog=registry_epilog(),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pt.add_argument("--config", help="YAML file of options (flags given here override it)")
+    pt.add_argument("--resume", metavar="RUN", help="continue a killed pre-training run")
+    for p in (train, pt):
+        p.add_argument("--keep-freed-memory", action="store_true",
+                       help="CPU: let glibc keep freed memory mapped for the whole process, so each step's "
+                            "activations are not faulted back in page by page (a few per cent faster steps)")
+    add_config_flags(pt)
+    train.set_defaults(handler=main)
+    pt.set_defaults(handler=main_pretrain)

@@ -47,7 +47,8 @@ def _read_split(root, domain: str, split: str):
 
 @dataclass
 class DomainNetOptions:
-    domain: str = opt("clipart", "DomainNet domain", "data", choices=",".join(DOMAINS))
+    domain: str = opt("clipart", "DomainNet domain", "data", choices=",".join(DOMAINS),
+                      at_eval="DomainNet domain to evaluate on [default: the one it was trained on]")
 
 
 @register_dataset("domainnet", "DomainNet, release layout (<domain>/<class>/..., <domain>_train.txt); --domain",

@@ -24,7 +24,9 @@ CLASSES = ["real", "fake"]
 @dataclass
 class FaceForensicsOptions(VideoOptions):
     manipulations: str = opt(",".join(METHODS), "FaceForensics++ methods whose fakes are used, comma-separated "
-                                                "(at evaluation: the cross-manipulation test)", "data")
+                                                "(at evaluation: the cross-manipulation test)", "data",
+                             at_eval="FaceForensics++ methods to test on, comma-separated (the cross-manipulation "
+                                     "test) [default: the ones it was trained on]")
     compression: str = opt("c23", "FaceForensics++ compression: raw, c23 or c40", "data",
                            choices="raw,c23,c40")
 

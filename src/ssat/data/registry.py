@@ -74,6 +74,13 @@ def dataset_option_names() -> list[str]:
     return list(dict.fromkeys(name for spec in DATASETS.values() for name in spec.defaults()))
 
 
+def eval_options() -> dict[str, str]:
+    """The data set options that may change at evaluation (declared with `opt(..., at_eval=HELP)`) -> their help:
+    the flags of `ssat eval` and the keys of a sweep's `eval_on`, from the data sets themselves."""
+    return {f.name: f.metadata["at_eval"] for spec in DATASETS.values() if spec.options
+            for f in dataclasses.fields(spec.options) if f.metadata.get("at_eval")}
+
+
 def register_dataset(name: str, description: str, options: Optional[type] = None):
     """`loader(root, download, options: DataOptions) -> DataBundle`; `options` is a dataclass of
     `ssat.options.opt` fields (Config fields, flags of `ssat train` and `ssat data info`), read as `options.<name>`
