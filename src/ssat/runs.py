@@ -23,6 +23,7 @@ import random
 import socket
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,41 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
+
+
+@dataclass
+class Trainable:
+    """What a checkpoint saves and a resume restores besides the run's progress: the one save / restore pair."""
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    ema: Any = None  # --model-ema: the averaged backbone (timm ModelEmaV3)
+
+    def save(self, path: Path, progress: dict, config: dict, data: dict, world_size: int) -> None:
+        """Atomically, with every random generator's state, so a resumed epoch draws what the killed one drew."""
+        save_checkpoint(path, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), **progress,
+            **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}),
+            "rng": rng_state(), "config": config, "data": data, "world_size": world_size})
+
+    def restore(self, state: dict, source: str) -> None:
+        """Everything `save` wrote back into place (the random generators last); a mismatch is one line."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"checkpoint {source} does not match this model ({first_line(e)}); resume with the "
+                            f"config it was written with") from None
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise UserError(f"checkpoint {source} holds no moving average (--model-ema was off); resume "
+                                f"without --model-ema or start a new run")
+            self.ema.module.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
 
 
 # What a checkpoint must hold to resume a run, and to serve its weights.

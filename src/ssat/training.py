@@ -29,20 +29,18 @@ from ssat.data.mix import build_mix
 from ssat.data.prepare import load_for
 from ssat.data.transforms import crop_mode
 from ssat.distributed import World
-from ssat.errors import UserError, first_line
+from ssat.errors import UserError
 from ssat.methods import METHODS
 from ssat.models import MODELS, input_shape
 from ssat.objective import SSATModel, build_model
 from ssat.runs import (
     RunDir,
+    Trainable,
     atomic_write_text,
     load_checkpoint,
     load_trained,
-    rng_state,
-    save_checkpoint,
     save_weights,
     seed_everything,
-    set_rng_state,
 )
 from ssat.tracking import Tracker
 from ssat.version import __version__
@@ -164,16 +162,13 @@ class Training:
     model: SSATModel                # state is read from here ...
     step_model: torch.nn.Module     # ... while this runs the step (the model, wrapped for DDP and/or compiled)
     loaders: Loaders
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    scaler: torch.amp.GradScaler
+    trainable: Trainable            # the model, optimiser, schedule, scaler and --model-ema: what a checkpoint holds
     updates_per_epoch: int
     device: torch.device
     amp_dtype: Optional[torch.dtype]
     world: World
     log: Callable[[str], None]
     tracker: Tracker
-    ema: Optional[ModelEmaV3] = None  # --model-ema: the averaged backbone
 
     @property
     def train_loader(self):
@@ -182,7 +177,8 @@ class Training:
     @property
     def classifier(self) -> torch.nn.Module:
         """What is evaluated, selected and saved: the backbone, or its moving average with --model-ema."""
-        return self.ema.module if self.ema is not None else self.model.backbone
+        ema = self.trainable.ema
+        return ema.module if ema is not None else self.model.backbone
 
 
 def test_epochs(cfg: Config, has_val: bool) -> int:
@@ -235,26 +231,14 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         ema = ModelEmaV3(model.backbone, decay=cfg.model_ema) if cfg.model_ema > 0 else None
 
         progress = Progress()
+        trainable = Trainable(model, optimizer, scheduler, scaler, ema)
         if state is not None:
-            try:
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-            except (RuntimeError, ValueError, KeyError) as e:
-                raise UserError(f"checkpoint {resume} does not match this model "
-                                f"({first_line(e)}); resume with the config it was written with") from None
-            scheduler.load_state_dict(state["scheduler"])
+            trainable.restore(state, str(resume))
             before = Config.from_dict(state["config"], source=str(resume))
             was = before.lr if before.lr is not None else before.blr * effective_batch / 256
             if was != lr:  # resumed with another --lr / --blr (e.g. after a divergence): the schedule scales with it
                 engine.rescale_lr(optimizer, scheduler, lr / was)
                 log(f"learning rate {was:.2e} -> {lr:.2e} from epoch {state['epoch'] + 1} on")
-            scaler.load_state_dict(state["scaler"])
-            if ema is not None:
-                if "ema" not in state:
-                    raise UserError(f"checkpoint {resume} holds no moving average (--model-ema was off); "
-                                    f"resume without --model-ema or start a new run")
-                ema.module.load_state_dict(state["ema"])
-            set_rng_state(state["rng"])
             progress = Progress.from_checkpoint(state)
             if progress.epoch >= cfg.epochs and run.summary.exists():
                 log(f"{run.path} already finished all {cfg.epochs} epochs; raise --epochs to train further")
@@ -293,8 +277,8 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         meter = cost.EnergyMeter(cfg.country, cfg.energy) if world.is_main else None
         tracker = Tracker(cfg, run.path, world.is_main, updates_per_epoch)
         try:
-            summary = _epochs(Training(cfg, run, data, model, step_model, loaders, optimizer, scheduler, scaler,
-                                       updates_per_epoch, device, amp_dtype, world, log, tracker, ema), progress)
+            summary = _epochs(Training(cfg, run, data, model, step_model, loaders, trainable, updates_per_epoch,
+                                       device, amp_dtype, world, log, tracker), progress)
         finally:
             tracker.close()
             energy = _add_energy(run, meter.stop()) if meter is not None else None
@@ -333,8 +317,9 @@ def _epochs(t: Training, progress: Progress) -> dict:
     evaluate = lambda loader, groups=None: engine.evaluate(t.classifier, loader, device=t.device,
                                                            amp_dtype=t.amp_dtype, world=world, groups=groups)
     mix = build_mix(cfg, t.data.num_classes) if model.primary else None  # Mixup / CutMix, if asked for
-    updates = engine.Updates(t.optimizer, t.scheduler, t.scaler, cfg.accum_steps, cfg.clip_grad, total_updates,
-                             t.ema)
+    parts = t.trainable
+    updates = engine.Updates(parts.optimizer, parts.scheduler, parts.scaler, cfg.accum_steps, cfg.clip_grad,
+                             total_updates, parts.ema)
     place = engine.Placement(t.device, t.amp_dtype, world)
     for epoch in range(progress.epoch, cfg.epochs):
         # Re-seed every epoch from (seed, epoch, rank): a resumed epoch draws exactly the same augmentations,
@@ -388,11 +373,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
         if world.is_main:
             t.run.append_metrics(row)
             t.tracker.epoch(epoch + 1, row, (epoch + 1) * t.updates_per_epoch)
-            save_checkpoint(t.run.checkpoint, {
-                "model": model.state_dict(), "optimizer": t.optimizer.state_dict(),
-                "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(), **asdict(progress),
-                **({"ema": t.ema.module.state_dict()} if t.ema is not None else {}),
-                "rng": rng_state(), "config": cfg.to_dict(), "data": data_meta(t.data), "world_size": world.size})
+            t.trainable.save(t.run.checkpoint, asdict(progress), cfg.to_dict(), data_meta(t.data), world.size)
         world.barrier()  # no rank runs ahead of the checkpoint it would resume from
         t.log(f"epoch {epoch + 1}/{cfg.epochs}  {_epoch_line(tr, va, te)}  {epoch_time:.1f}s")
 
@@ -416,7 +397,8 @@ def _epochs(t: Training, progress: Progress) -> dict:
 
 def _diverged(t: Training, epoch: int, what: str) -> UserError:
     """The one-line error of a run that went non-finite, naming what it kept and how to go on."""
-    lr = max(g.get("initial_lr", g["lr"]) for g in t.optimizer.param_groups)  # the peak (layer decay scales down)
+    # the peak (layer decay scales the groups down)
+    lr = max(g.get("initial_lr", g["lr"]) for g in t.trainable.optimizer.param_groups)
     lower = f"--lr {lr / 4:.2e}"
     if epoch == 0:
         return UserError(f"training diverged in epoch 1 ({what}); start again with {lower} or --clip-grad 1.0")
