@@ -90,6 +90,12 @@ def test_report_on_real_runs_has_every_run_the_gains_and_plots(tmp_path, capsys)
     assert main(["report", str(runs), "--out", str(site)]) == 2
     assert "already holds files that ssat did not write there (index.html)" in capsys.readouterr().err
     assert (site / "index.html").read_text() == "<p>my page</p>" and sorted(site.iterdir()) == [site / "index.html"]
+    # a report written before the marker existed (ssat's own page, only report files) is still replaced
+    (out / ".ssat-report").unlink()
+    assert main(["report", str(runs)]) == 0 and (out / ".ssat-report").is_file()
+    (out / ".ssat-report").unlink()
+    (out / "notes.txt").write_text("mine")  # ... unless something of the user's is in it
+    assert main(["report", str(runs)]) == 2 and (out / "notes.txt").read_text() == "mine"
 
 
 def test_sweep_errors(tmp_path, capsys):

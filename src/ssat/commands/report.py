@@ -277,11 +277,27 @@ def html_table(table: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+REPORT_FILES = ("index.html", "results.md", "results.csv", "cost.md", "cost.csv", "runs.csv")
+
+
+def earlier_report(folder: Path) -> bool:
+    """A report folder written before the marker: only names a report writes, and ssat's own index.html."""
+    page = folder / "index.html"
+    try:
+        if not page.is_file() or "<title>ssat report: " not in page.read_text(errors="replace")[:2000]:
+            return False
+    except OSError:
+        return False
+    return all(p.name in REPORT_FILES or (p.is_file() and p.suffix == ".png")
+               or (p.is_file() and p.name.startswith("cross_") and p.suffix == ".csv")
+               or (p.is_dir() and p.name == "curves") for p in folder.iterdir())
+
+
 def report(runs_dir: str, out: str | None = None) -> dict:
     runs = mark_data_variants(collect([runs_dir]))
     # A new or empty folder, or an earlier report's (its marker): a user's index.html is never replaced.
-    out_dir = claim(Path(out).expanduser() if out else Path(runs_dir) / "report", REPORT_MARKER, "--out",
-                    "report folder")
+    where = Path(out).expanduser() if out else Path(runs_dir) / "report"
+    out_dir = claim(where, REPORT_MARKER, "--out", "report folder", adopt=earlier_report(where))
     results, costs = results_table(runs), cost_table(runs)
     if len(results) == 1:
         raise UserError(f"{runs_dir} holds only pre-training runs; report needs runs with a test accuracy")
