@@ -84,8 +84,8 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_roo
     dev = resolve_device(device)
     model, cfg, meta = load_classifier(checkpoint, dev)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    name, data = run_test_data(cfg, dataset, data_root, download, overrides)
-    root = test_source(cfg, dataset, data_root)[1]
+    name, root = test_source(cfg, dataset, data_root)
+    data = run_test_data(cfg, dataset, data_root, download, overrides)[1]
     if data.num_classes != len(meta["classes"]):
         raise UserError(f"wrong class count: the checkpoint predicts {len(meta['classes'])} classes but {name} has "
                         f"{data.num_classes}; evaluate on a data set with the classes it was trained on")

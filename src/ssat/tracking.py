@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 from ssat.errors import need_extra
 
@@ -55,5 +54,6 @@ class Tracker:
             self.wandb.finish()
 
     @property
-    def on_log(self) -> Optional[callable]:
-        return self.step if (self.lines or self.writer is not None or self.wandb is not None) and self.every else None
+    def logs_steps(self) -> bool:
+        """Do per-step values go anywhere (a progress line, TensorBoard, W&B)? The engine reads them only then."""
+        return bool((self.lines or self.writer is not None or self.wandb is not None) and self.every)

@@ -332,7 +332,7 @@ def _epochs(t: Training, progress: Progress) -> dict:
         t0 = time.perf_counter()
         try:
             watch = engine.Watch(engine.GradientProbe(model.shared_parameters(), cfg.grad_norm_every),
-                                 t.tracker if t.tracker.on_log else None,
+                                 t.tracker if t.tracker.logs_steps else None,
                                  bar=not cfg.quiet and world.is_main and sys.stderr.isatty())
             tr = engine.train_one_epoch(t.step_model, t.train_loader, updates, epoch, place=place, mix=mix,
                                         watch=watch)

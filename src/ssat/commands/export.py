@@ -10,12 +10,13 @@ from pathlib import Path
 
 import timm
 import torch
+from safetensors import safe_open
 
 from ssat.data.transforms import eval_preprocessing
 from ssat.errors import UserError, first_line, need_extra
 from ssat.inference import load_classifier
 from ssat.methods import METHODS
-from ssat.runs import SELECTED, WEIGHTS, load_trained
+from ssat.runs import SELECTED, WEIGHTS
 
 
 def export(run: str, to: str, best: bool = False) -> dict:
@@ -66,8 +67,12 @@ def export(run: str, to: str, best: bool = False) -> dict:
 
 
 def meta_timm(path: Path):
-    """The 'timm' entry of a model.safetensors' metadata (None for a checkpoint-last.pt, which has none)."""
-    return load_trained(path)[1].get("timm") if path.suffix == ".safetensors" else None
+    """The 'timm' entry of a model.safetensors' metadata (None for a checkpoint-last.pt, which has none); the header
+    only: load_classifier has read and checked the file already."""
+    if path.suffix != ".safetensors":
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get("timm", "null"))
 
 
 def _why_missing(run: Path, best: bool) -> str:
