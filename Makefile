@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The PyTorch build this project is developed and tested against (served locally on the dev machines).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean stub
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,12 @@ demo: install
 	$(PY) -m ssat table runs/demo/scratch runs/demo/ssat
 
 test: install
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks tools
 	$(PY) -m pytest -q
+
+# config.pyi, the typed view of Config (tests/test_config.py fails when it is out of date)
+stub: install
+	$(PY) tools/config_stub.py
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

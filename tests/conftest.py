@@ -25,7 +25,7 @@ def tiny_cfg():
 
 def as_flags(options: dict) -> list[str]:
     """Config options as `ssat train` flags (each field's own flag name, e.g. lam -> --lambda)."""
-    from ssat.commands import flag_of
+    from ssat.options import flag_of
     fields = Config.__dataclass_fields__
     flags = []
     for k, v in options.items():

@@ -17,6 +17,7 @@ from ssat.config import Config
 from ssat.errors import UserError
 from ssat.models.vit import TimmViT
 from ssat.objective import LossWeighting, SSATModel
+from ssat.plugins import check_plugins, load_plugins
 
 
 def SSAT(vit: nn.Module, aux: str = "auto", lam: float | None = None, balance: str | None = None,
@@ -25,6 +26,7 @@ def SSAT(vit: nn.Module, aux: str = "auto", lam: float | None = None, balance: s
     """A timm ViT (or an ssat backbone) + an auxiliary task -> SSATModel. λ and the balance default to `ssat
     train`'s (0.9 with `ema`); call `model.set_progress(p)` before a step for a λ schedule and
     `model.after_step(p)` after it for tasks with an EMA teacher (DINO), p in [0, 1]."""
+    load_plugins()
     backbone = vit if hasattr(vit, "capabilities") else TimmViT(vit)
     if not getattr(backbone, "num_classes", 0):
         raise UserError("the ViT has no classification head (num_classes=0), so the primary loss would be computed "
@@ -47,6 +49,8 @@ def SSAT(vit: nn.Module, aux: str = "auto", lam: float | None = None, balance: s
 
 def config(**options) -> Config:
     """A validated Config from keyword options (the names of `ssat train`'s flags, `lam` for --lambda)."""
+    load_plugins()
+    check_plugins()
     return Config.from_dict(options, source="ssat.config").validate()
 
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 from ssat.commands import Parser
 from ssat.errors import UserError, first_line
-from ssat.plugins import check_plugins
+from ssat.plugins import check_plugins, load_plugins
 
 # The commands in `ssat --help` order; each module adds its parsers (`add_parsers(sub)`) with their handlers.
 COMMANDS = ["ssat.commands.train", "ssat.commands.inference", "ssat.commands.table", "ssat.commands.datainfo",
@@ -39,6 +39,7 @@ def one_line(message: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    load_plugins()  # before the parser: extensions add flags; a failure is reported below, in one line
     parser = build_parser()
     try:
         check_plugins()

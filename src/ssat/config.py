@@ -13,9 +13,9 @@ from typing import Optional
 import yaml
 
 from ssat.errors import EXTENSION_HINT, UserError, first_line
-from ssat.options import OPTION_SETS, opt
+from ssat.options import OPTION_SETS, at_least, check_fields, opt, positive, within
 from ssat.plugins import ERRORS as PLUGIN_ERRORS
-from ssat.plugins import load_plugins
+from ssat.plugins import load_builtin
 
 
 @dataclass
@@ -24,19 +24,15 @@ class CoreConfig:
     dataset: str = opt("digits", "data set name (see `ssat train --help` epilog)", "data")
     data_root: Optional[str] = opt(None, "folder holding the data set's files (not needed for digits)", "data")
     download: bool = opt(False, "download the data set into --data-root if it is missing (needs internet)", "data")
-    train_split: str = opt("train", "training split of flowers102 / MedMNIST: 'train' or 'train+val'", "data",
-                           choices="train,train+val")
-    on_bad_image: str = opt("error", "an unreadable image file: 'error' (stop, naming it) or 'skip' (scan once at "
-                                     "load, leave bad files out and list them)", "data", choices="error,skip")
-    allow_outside_root: bool = opt(False, "let split files (CSV lists, Chaoyang / DomainNet lists) name images "
-                                          "outside --data-root (absolute paths, ../); refused by default", "data")
+    # (--train-split, --on-bad-image, --allow-outside-root: every data set's, declared in data/registry.py)
     gray_to_rgb: bool = opt(False, "replicate grayscale images to 3 channels (default: 1 input channel)", "data")
     stats: str = opt("dataset", "normalisation: 'dataset' (the set's standard constants), 'compute' (estimated "
                                 "from the training images) or 'imagenet'", "data",
                      choices="dataset,compute,imagenet")
-    fraction: float = opt(1.0, "keep this stratified, seeded fraction of the training set, in (0, 1]", "data")
+    fraction: float = opt(1.0, "keep this stratified, seeded fraction of the training set, in (0, 1]", "data",
+                          check=within(0, 1, "(]", "1 = all images"))
     per_class: Optional[int] = opt(None, "keep N seeded training images per class instead (all of a class that has "
-                                         "fewer)", "data")
+                                         "fewer)", "data", check=at_least(1))
     subset_file: Optional[str] = opt(None, "train on exactly the images of this subset.json (from another run)",
                                      "data")
     subset_seed: int = opt(127, "seed of the --fraction subset and of the validation split (127 as the "
@@ -44,20 +40,22 @@ class CoreConfig:
     val_fraction: float = opt(0.1, "hold out this stratified, seeded fraction of the training images as a "
                                    "validation split, in [0, 1): it selects the best epoch (test accuracy is then "
                                    "reported at that epoch too) and is what to tune on; 0 = none (the reference)",
-                              "data")
+                              "data", check=within(0, 1, "[)", "0.1 holds out a tenth of the training images"))
     val_per_class: Optional[int] = opt(None, "hold out N training images per class as the validation split "
-                                             "instead (each class keeps at least one training image)", "data")
-    img_size: Optional[int] = opt(None, "input size in pixels (default: the data set's native size)", "data")
+                                             "instead (each class keeps at least one training image)", "data",
+                                             check=at_least(1))
+    img_size: Optional[int] = opt(None, "input size in pixels (default: the data set's native size)", "data",
+                                  check=at_least(2))
     loader: str = opt("auto", "'memory' (images decoded once into a uint8 tensor on the training device, batched "
                               "augmentation there), 'pil' (DataLoader + PIL/timm transforms) or 'auto' (memory when "
                               "the data set is an in-memory array of one image size)", "data",
                       choices="auto,memory,pil")
     workers: Optional[int] = opt(None, "data-loader worker processes of --loader pil (default: 0 on CPU, 8 on "
-                                       "CUDA)", "data")
+                                       "CUDA)", "data", check=at_least(0))
 
     # --- augmentation -----------------------------------------------------------------------------------
     rand_augment: str = opt("rand-m9-mstd0.5-inc1", "timm RandAugment policy, or 'none'", "augmentation")
-    reprob: float = opt(0.25, "random-erasing probability (pixel mode)", "augmentation")
+    reprob: float = opt(0.25, "random-erasing probability (pixel mode)", "augmentation", check=within(0, 1))
     hflip: Optional[bool] = opt(None, "random horizontal flip (default: on, except for data sets where a flip "
                                       "changes the label, e.g. digits)", "augmentation")
     crop: str = opt("auto", "train crop: 'pad' (random crop with zero padding of img/8, for small images), 'rrc' "
@@ -65,18 +63,21 @@ class CoreConfig:
                             "'auto' (none below 16 px, pad below 64 px, rrc above)", "augmentation",
                     choices="auto,pad,rrc,none")
     mixup: float = opt(0.0, "Mixup alpha (0.8 in DeiT / MAE fine-tuning recipes; 0 = off); both streams see the "
-                            "mixed images, the classifier the mixed targets", "augmentation")
+                            "mixed images, the classifier the mixed targets", "augmentation",
+                            check=at_least(0, "0 = off"))
     cutmix: float = opt(0.0, "CutMix alpha (1.0 in DeiT recipes; 0 = off); with --mixup too, one of the two per "
-                             "batch", "augmentation")
-    mix_prob: float = opt(1.0, "probability of mixing a batch when --mixup / --cutmix is on", "augmentation")
+                             "batch", "augmentation", check=at_least(0, "0 = off"))
+    mix_prob: float = opt(1.0, "probability of mixing a batch when --mixup / --cutmix is on", "augmentation",
+                          check=within(0, 1))
     two_views: bool = opt(False, "feed the auxiliary stream a second, independently augmented view of each image "
                                  "(default: the same augmented image, as the released reference code)",
                           "augmentation")
 
     # --- model ------------------------------------------------------------------------------------------
     model: str = opt("vit_tiny", "backbone name (`ssat train --help` lists them)", "model")
-    patch_size: Optional[int] = opt(None, "patch size (default: 2 below 16 px, 4 below 64 px, else 16)", "model")
-    drop_path: float = opt(0.1, "stochastic-depth rate of the encoder", "model")
+    patch_size: Optional[int] = opt(None, "patch size (default: 2 below 16 px, 4 below 64 px, else 16)", "model",
+                                    check=at_least(1))
+    drop_path: float = opt(0.1, "stochastic-depth rate of the encoder", "model", check=within(0, 1, "[)"))
     global_pool: str = opt("token", "classifier input: 'token' (class token, as the reference) or 'avg' "
                                     "(mean of patch tokens)", "model", choices="token,avg")
     init: str = opt("timm", "encoder initialisation scheme: 'timm' (truncated normal, std 0.02) or 'mae' "
@@ -100,47 +101,52 @@ class CoreConfig:
     lam: float = opt(0.9, "λ in λ·L_primary + (1−λ)·L_aux, in [0, 1]; with --balance ema the weight of the "
                           "primary loss after each loss is divided by its running mean (0.9 with ema: the digits "
                           "study's choice; the reference: 0.1 with none); with a schedule, its value at the start",
-                     "method", flag="--lambda")
+                     "method", flag="--lambda", check=within(0, 1, "[]", "0.1 is the reference value"))
     lambda_schedule: str = opt("constant", "how λ moves over training: 'constant' (reference), or 'linear' / "
                                            "'cosine' from --lambda to --lambda-end", "method",
                                choices="constant,linear,cosine")
-    lambda_end: Optional[float] = opt(None, "λ at the end of a --lambda-schedule, in [0, 1]", "method")
+    lambda_end: Optional[float] = opt(None, "λ at the end of a --lambda-schedule, in [0, 1]", "method",
+                                      check=within(0, 1))
     balance: str = opt("ema", "rebalance the two losses: 'ema' (each loss divided by its running mean, then "
                               "λ-weighted; weights sum to 1; the digits study's choice), 'none' (λ and 1−λ as given, "
                               "the reference) or 'uncertainty' (learned log-variances, Kendall et al. 2018, clamped)",
                        "method", choices="none,ema,uncertainty")
     grad_norm_every: int = opt(25, "every N optimizer steps, measure the gradient norm of each weighted loss on "
                                    "the shared encoder (epoch means in metrics.jsonl; the backward pass is split in "
-                                   "two, no extra compute); 0 = off", "method")
-    mask_ratio: float = opt(0.75, "fraction of patches hidden from the auxiliary stream, in (0, 1)", "method")
+                                   "two, no extra compute); 0 = off", "method", check=at_least(0, "0 = off"))
+    mask_ratio: float = opt(0.75, "fraction of patches hidden from the auxiliary stream, in (0, 1)", "method",
+                            check=within(0, 1, "()", "0.75 is MAE's"))
     pretrain_epochs: int = opt(0, "--method sslft: self-supervised pre-training epochs run first, into OUT/pretrain "
-                                  "(0: --pretrained must name a pre-trained run)", "method")
+                                  "(0: --pretrained must name a pre-trained run)", "method", check=at_least(0))
     layer_decay: float = opt(1.0, "layer-wise lr decay (0.75 is usual for fine-tuning a pre-trained ViT; 1 = off)",
-                             "method")
-    label_smoothing: float = opt(0.1, "label smoothing of the classification loss", "method")
+                             "method", check=within(0, 1, "(]"))
+    label_smoothing: float = opt(0.1, "label smoothing of the classification loss", "method", check=within(0, 1, "[)"))
 
     # --- optimisation -----------------------------------------------------------------------------------
-    epochs: int = opt(100, "training epochs", "optimisation")
-    warmup_epochs: float = opt(5, "linear warm-up epochs, then half-cycle cosine to --min-lr", "optimisation")
-    batch_size: int = opt(64, "images per step per process", "optimisation")
+    epochs: int = opt(100, "training epochs", "optimisation", check=at_least(1))
+    warmup_epochs: float = opt(5, "linear warm-up epochs, then half-cycle cosine to --min-lr", "optimisation",
+                               check=at_least(0))
+    batch_size: int = opt(64, "images per step per process", "optimisation", check=at_least(1))
     accum_steps: int = opt(1, "gradient-accumulation steps (effective batch = batch-size × accum-steps × "
-                              "processes)", "optimisation")
-    blr: float = opt(1e-3, "base learning rate: lr = blr × effective batch / 256", "optimisation")
-    lr: Optional[float] = opt(None, "absolute learning rate (overrides --blr)", "optimisation")
-    min_lr: float = opt(1e-6, "final learning rate of the cosine schedule", "optimisation")
+                              "processes)", "optimisation", check=at_least(1))
+    blr: float = opt(1e-3, "base learning rate: lr = blr × effective batch / 256", "optimisation", check=positive())
+    lr: Optional[float] = opt(None, "absolute learning rate (overrides --blr)", "optimisation", check=positive())
+    min_lr: float = opt(1e-6, "final learning rate of the cosine schedule", "optimisation", check=at_least(0))
     weight_decay: float = opt(0.05, "AdamW weight decay (none on norms, biases, position embeddings, tokens)",
-                              "optimisation")
+                              "optimisation", check=at_least(0))
     model_ema: float = opt(0.0, "keep an exponential moving average of the encoder and head with this decay per "
                                 "optimizer step (e.g. 0.999; 0 = off): validation, test, selection and the saved "
-                                "weights then use the averaged model", "optimisation")
+                                "weights then use the averaged model", "optimisation",
+                                check=within(0, 1, "[)", "0 = off"))
     clip_grad: Optional[float] = opt(None, "clip the gradient norm to this value (default: no clipping)",
-                                     "optimisation")
+                                     "optimisation", check=positive())
 
     # --- run --------------------------------------------------------------------------------------------
     seed: int = opt(0, "random seed (model init, augmentation, masking)", "run")
     eval_every: Optional[int] = opt(None, "evaluate the test split every K epochs (and always after the last); "
                                           "default: every epoch without a validation split, only after the last "
-                                          "with one; 0 = only after the last", "run")
+                                          "with one; 0 = only after the last", "run",
+                                          check=at_least(0, "0 = only after the last epoch"))
     preset: Optional[str] = opt(None, "start from a named recipe (`ssat train --help` lists them; 'paper' is the "
                                       "reference implementation's); --config and flags override its values", "run")
     tag: Optional[str] = opt(None, "a name for this run's recipe in `ssat table` / `ssat report` (default: "
@@ -168,7 +174,7 @@ class CoreConfig:
                      "run", choices="none,tensorboard,wandb")
     log_every: int = opt(50, "every N optimizer steps: a progress line on stderr when it is not a terminal (under "
                              "nohup or a batch scheduler, where there is no progress bar) and a --log point; 0 = off",
-                         "run")
+                         "run", check=at_least(0, "0 = off"))
     overwrite: bool = opt(False, "replace a finished run in --out (without it, a finished run is never overwritten)",
                           "run")
 
@@ -188,6 +194,8 @@ class CoreConfig:
         if values.get("init") not in (None, "timm", "mae") and values.get("pretrained") is None:
             # runs written before --pretrained existed kept the weights' path in --init
             values = {**values, "pretrained": values["init"], "init": "timm"}
+        if cls is Config:  # options of loaded extensions too
+            cls = config_type()
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -222,7 +230,8 @@ class CoreConfig:
             setattr(self, f.name, value)
 
     def validate(self) -> "Config":
-        """Check every range; names are checked against the registries. Raises UserError naming the fix."""
+        """Names against the registries, each option's own rule (declared on its field), then the relations between
+        options and each task's and extension's own checks. Raises UserError naming the fix."""
         from ssat.auxtasks import AUX_TASKS
         from ssat.data import DATASETS
         from ssat.methods import METHODS
@@ -240,29 +249,16 @@ class CoreConfig:
         for f in dataclasses.fields(self):
             if f.metadata.get("choices"):
                 one_of(f.name.replace("_", "-"), getattr(self, f.name), f.metadata["choices"].split(","))
+        check_fields(self, type(self))  # each option's own rule, declared on its field
 
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise UserError(message)
 
-        check(0.0 <= self.lam <= 1.0, f"--lambda must be in [0, 1], got {self.lam} (0.1 is the reference value)")
-        check(0.0 < self.mask_ratio < 1.0, f"--mask-ratio must be in (0, 1), got {self.mask_ratio} (0.75 is MAE's)")
-        check(0.0 < self.fraction <= 1.0, f"--fraction must be in (0, 1], got {self.fraction} (1 = all images)")
-        check(0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction} "
-                                              f"(0.1 holds out a tenth of the training images)")
-        check(self.val_per_class is None or self.val_per_class >= 1,
-              f"--val-per-class must be at least 1, got {self.val_per_class}")
         check(self.val_per_class is None or self.val_fraction == 0.0,
               "--val-per-class and --val-fraction exclude each other; give one")
-        check(self.eval_every is None or self.eval_every >= 0,
-              f"--eval-every must be >= 0, got {self.eval_every} (0 = only after the last epoch)")
-        check(self.lambda_end is None or 0.0 <= self.lambda_end <= 1.0,
-              f"--lambda-end must be in [0, 1], got {self.lambda_end}")
         check(self.lambda_schedule == "constant" or self.lambda_end is not None,
               f"--lambda-schedule {self.lambda_schedule} moves λ from --lambda to --lambda-end; give --lambda-end")
-        check(self.mixup >= 0 and self.cutmix >= 0, f"--mixup and --cutmix must be >= 0, got {self.mixup} and "
-                                                    f"{self.cutmix} (0 = off)")
-        check(0.0 <= self.mix_prob <= 1.0, f"--mix-prob must be in [0, 1], got {self.mix_prob}")
         check(self.mixup + self.cutmix == 0 or self.batch_size % 2 == 0,
               f"--mixup / --cutmix pair the images of a batch: give an even --batch-size, got {self.batch_size}")
         if self.aux in AUX_TASKS:  # what the task itself refuses ('auto' resolves to a one-view task)
@@ -270,36 +266,15 @@ class CoreConfig:
         check(self.mixup + self.cutmix == 0 or not self.two_views,
               "--mixup / --cutmix with two views (--two-views) is not supported: the views would be mixed "
               "differently; drop one of them")
-        check(0.0 <= self.model_ema < 1.0, f"--model-ema must be in [0, 1), got {self.model_ema} (0 = off)")
-        check(self.log_every >= 0, f"--log-every must be >= 0, got {self.log_every} (0 = off)")
-        check(self.grad_norm_every >= 0, f"--grad-norm-every must be >= 0, got {self.grad_norm_every} (0 = off)")
-        check(self.per_class is None or self.per_class >= 1, f"--per-class must be at least 1, got {self.per_class}")
         check(self.per_class is None or self.fraction == 1.0, "--per-class and --fraction exclude each other; give one")
-        check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
-        check(self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
-        check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
-        check(self.accum_steps >= 1, f"--accum-steps must be at least 1, got {self.accum_steps}")
-        check(self.blr > 0, f"--blr must be positive, got {self.blr}")
-        check(self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}")
-        check(self.min_lr >= 0, f"--min-lr must be >= 0, got {self.min_lr}")
-        check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
-        check(self.clip_grad is None or self.clip_grad > 0, f"--clip-grad must be positive, got {self.clip_grad}")
-        check(0.0 <= self.drop_path < 1.0, f"--drop-path must be in [0, 1), got {self.drop_path}")
         if self.pretrained is not None:
             where = self.pretrained[len("local-dir:"):] if self.pretrained.startswith("local-dir:") else self.pretrained
             check(Path(where).expanduser().exists(),
                   f"--pretrained {self.pretrained}: no such file or folder; give a run directory, a model.safetensors, "
                   f"a timm checkpoint file or local-dir:FOLDER")
-        check(0.0 < self.layer_decay <= 1.0, f"--layer-decay must be in (0, 1], got {self.layer_decay}")
-        check(self.pretrain_epochs >= 0, f"--pretrain-epochs must be >= 0, got {self.pretrain_epochs}")
         check(not METHODS[self.method].pretrained_init or self.pretrain_epochs > 0 or self.pretrained is not None,
               "--method sslft fine-tunes a pre-trained encoder: pass --pretrained RUN_DIR (from `ssat pretrain`) or "
               "--pretrain-epochs E to pre-train first")
-        check(0.0 <= self.reprob <= 1.0, f"--reprob must be in [0, 1], got {self.reprob}")
-        check(0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        check(self.img_size is None or self.img_size >= 2, f"--img-size must be at least 2, got {self.img_size}")
-        check(self.patch_size is None or self.patch_size >= 1, f"--patch-size must be >= 1, got {self.patch_size}")
-        check(self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
         if self.img_size is not None and self.patch_size is not None:
             check(self.img_size % self.patch_size == 0,
                   f"--img-size {self.img_size} is not a multiple of --patch-size {self.patch_size}; "
@@ -310,24 +285,40 @@ class CoreConfig:
         return self
 
 
-def _with_extension_options(core: type) -> type:
-    """Config = the core options + every registered extension's (ssat.options): one dataclass, so flags, YAML
-    keys, config.yaml and validation treat them all alike."""
-    load_plugins()
-    fields = {f.name: f for options in dict.fromkeys(OPTION_SETS.values()) for f in dataclasses.fields(options)}
+def _assemble(base: type, option_sets: list[type], doc: str) -> type:
+    """`base` + the options the given parts declared (ssat.options): one dataclass, so flags, YAML keys,
+    config.yaml and validation treat them all alike."""
+    fields = {f.name: f for options in dict.fromkeys(option_sets) for f in dataclasses.fields(options)}
     extra = [(f.name, f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
               field(default=f.default, metadata=f.metadata)) for f in fields.values()]  # a subclass's fields once
-    clash = sorted({name for name, _, _ in extra} & {f.name for f in dataclasses.fields(core)})
+    clash = sorted({name for name, _, _ in extra} & {f.name for f in dataclasses.fields(base)})
     if clash:  # recorded, so the CLI reports it in one line; the core option stays what it is
         owners = [o for o, cls in OPTION_SETS.items() if {f.name for f in dataclasses.fields(cls)} & set(clash)]
         PLUGIN_ERRORS.append(f"{owners[0] if owners else 'an extension'} declares option(s) {', '.join(clash)}, "
                              f"which ssat's core already has; rename them")
         extra = [e for e in extra if e[0] not in clash]
-    return dataclasses.make_dataclass("Config", extra, bases=(core,), namespace={"__module__": __name__,
-                                      "__doc__": "Every option of a run: ssat's core options and its extensions'."})
+    return dataclasses.make_dataclass("Config", extra, bases=(base,), namespace={"__module__": __name__,
+                                      "__doc__": doc})
 
 
-Config = _with_extension_options(CoreConfig)
+load_builtin()
+_BUILTIN = list(OPTION_SETS)
+# ssat's core options + those its own tasks, backbones and data sets declare; config.pyi is its typed view
+Config = _assemble(CoreConfig, [OPTION_SETS[o] for o in _BUILTIN],
+                   "Every option of a run: ssat's core options and those its own parts declare.")
+_EXTENDED: dict[tuple, type] = {}
+
+
+def config_type() -> type[Config]:
+    """The class a run's options are read into: `Config`, or a subclass of it with the options of the extensions
+    loaded since (`ssat.plugins.load_plugins()`, which the CLI and `ssat.config()` call)."""
+    extensions = tuple(o for o in OPTION_SETS if o not in _BUILTIN)
+    if not extensions:
+        return Config
+    if extensions not in _EXTENDED:
+        _EXTENDED[extensions] = _assemble(Config, [OPTION_SETS[o] for o in extensions],
+                                          "Every option of a run, with the loaded extensions' options.")
+    return _EXTENDED[extensions]
 
 
 def default_patch_size(img_size: int, model: str = "vit_tiny") -> int:
@@ -342,10 +333,10 @@ def default_patch_size(img_size: int, model: str = "vit_tiny") -> int:
 
 # What may differ when a run is resumed: where/how it runs and how long, and the step size (to go on after a
 # divergence); never what it computes.
-RESUMABLE = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "compile_mode", "country",
-             "energy", "lr", "blr", "clip_grad", "log", "log_every"}
+RESUMABLE: set[str] = {"device", "workers", "quiet", "epochs", "data_root", "download", "compile", "compile_mode",
+                       "country", "energy", "lr", "blr", "clip_grad", "log", "log_every"}
 
-PRESETS = Path(__file__).parent / "presets"
+PRESETS: Path = Path(__file__).parent / "presets"
 
 
 def preset_names() -> list[str]:

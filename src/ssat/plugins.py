@@ -17,13 +17,20 @@ _LOADED = False
 ERRORS: list[str] = []  # extensions that failed to load; the CLI reports the first as its one-line error
 
 
+def load_builtin() -> None:
+    """ssat's own parts (what `ssat.config.Config` is made of; importing ssat.config does this, nothing more)."""
+    for package in ("ssat.models", "ssat.auxtasks", "ssat.data"):
+        importlib.import_module(package)
+
+
 def load_plugins() -> None:
+    """ssat's own parts and the extensions the environment names. Called explicitly by the entry points (the CLI,
+    `ssat.config()`, `ssat.SSAT()`, `ssat.train()`), never as a side effect of an import."""
     global _LOADED
     if _LOADED:
         return
     _LOADED = True
-    for package in ("ssat.models", "ssat.auxtasks", "ssat.data"):
-        importlib.import_module(package)
+    load_builtin()
     names = [n.strip() for n in os.environ.get("SSAT_PLUGINS", "").split(",") if n.strip()]
     ERRORS.extend(e for e in map(load_plugin, names) if e)
     for ep in entry_points(group="ssat.plugins"):

@@ -33,6 +33,7 @@ from ssat.errors import UserError
 from ssat.methods import METHODS
 from ssat.models import MODELS, input_shape
 from ssat.objective import SSATModel, build_model
+from ssat.plugins import load_plugins
 from ssat.runs import (
     RunDir,
     Trainable,
@@ -74,6 +75,7 @@ def train(cfg: Config, resume: Optional[str] = None, log: Optional[Callable[[str
     that checkpoint if the caller has already loaded it. Under torchrun every rank calls this; rank 0 alone
     logs and writes the run directory."""
     if isinstance(cfg, dict):  # ssat.train({...}) from Python: the same options as ssat.config(**...)
+        load_plugins()
         cfg = Config.from_dict(cfg, source="ssat.train")
     if not isinstance(cfg, Config):
         raise UserError(f"ssat.train takes a Config (ssat.config(epochs=..., ...)) or a dict of options, got "
@@ -98,8 +100,8 @@ def _pretrain_then_finetune(cfg: Config, resume, log, state, world: World, devic
     """SSL+FT in one command: `--pretrain-epochs E` of the auxiliary task alone into OUT/pretrain, then fine-tune
     from it for `--epochs`. Each stage is its own resumable run; the summary adds both stages' cost."""
     out = Path(cfg.out or cfg.default_out())
-    stage = Config(**{**cfg.to_dict(), "method": "pretrain", "epochs": cfg.pretrain_epochs, "pretrain_epochs": 0,
-                      "out": str(out / "pretrain"), "layer_decay": 1.0})
+    stage = dataclasses.replace(cfg, method="pretrain", epochs=cfg.pretrain_epochs, pretrain_epochs=0,
+                                out=str(out / "pretrain"), layer_decay=1.0)
     pre = RunDir(stage.out)
     fine_run = RunDir(out)
     if world.is_main and not any(f.exists() for f in (fine_run.checkpoint, fine_run.summary, fine_run.weights)):
@@ -116,7 +118,7 @@ def _pretrain_then_finetune(cfg: Config, resume, log, state, world: World, devic
         if not world.is_main:
             pre_summary = {}
     log("stage 2/2: fine-tuning")
-    fine = Config(**{**cfg.to_dict(), "pretrained": str(pre.path), "out": str(out)})
+    fine = dataclasses.replace(cfg, pretrained=str(pre.path), out=str(out))
     summary = _train(fine, resume, log, state, world, device)
     if summary and pre_summary:
         summary.update(pretrain_epochs=cfg.pretrain_epochs, pretrain_time_s=pre_summary["train_time_s"],

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ssat.auxtasks.registry import AuxTask, register_aux
 from ssat.errors import UserError
-from ssat.options import opt
+from ssat.options import at_least, opt, positive, within
 
 
 class DINOHead(nn.Module):
@@ -95,18 +95,11 @@ class DINOTask(AuxTask):
 
 @dataclass
 class DINOOptions:
-    dino_out_dim: int = opt(1024, "DINO head output (prototype) dimension", "method")
-    teacher_temp: float = opt(0.04, "DINO teacher temperature (sharpening); the student's is 0.1", "method")
-    ema_momentum: float = opt(0.996, "DINO teacher EMA momentum at the start (cosine to 1)", "method")
-
-    @staticmethod
-    def check(cfg) -> None:
-        if cfg.dino_out_dim < 1:
-            raise UserError(f"--dino-out-dim must be at least 1, got {cfg.dino_out_dim}")
-        if cfg.teacher_temp <= 0:
-            raise UserError(f"--teacher-temp must be positive, got {cfg.teacher_temp}")
-        if not 0.0 <= cfg.ema_momentum < 1.0:
-            raise UserError(f"--ema-momentum must be in [0, 1), got {cfg.ema_momentum}")
+    dino_out_dim: int = opt(1024, "DINO head output (prototype) dimension", "method", check=at_least(1))
+    teacher_temp: float = opt(0.04, "DINO teacher temperature (sharpening); the student's is 0.1", "method",
+                              check=positive())
+    ema_momentum: float = opt(0.996, "DINO teacher EMA momentum at the start (cosine to 1)", "method",
+                              check=within(0, 1, "[)"))
 
 
 @register_aux("dino", views=2, options=DINOOptions)

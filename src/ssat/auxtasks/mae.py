@@ -16,7 +16,7 @@ from ssat.auxtasks.registry import AuxTask, Reconstruction, register_aux
 from ssat.errors import UserError
 from ssat.models.layers import Attention, block_rows, gather_tokens
 from ssat.models.vit import init_mae_style
-from ssat.options import opt
+from ssat.options import at_least, opt
 
 
 class MAEDecoder(nn.Module):
@@ -105,16 +105,13 @@ class MAETask(AuxTask):
 
 @dataclass
 class MAEOptions:
-    decoder_dim: int = opt(128, "MAE decoder width", "method")
-    decoder_depth: int = opt(2, "MAE decoder blocks", "method")
-    decoder_heads: int = opt(16, "MAE decoder attention heads", "method")
+    decoder_dim: int = opt(128, "MAE decoder width", "method", check=at_least(1))
+    decoder_depth: int = opt(2, "MAE decoder blocks", "method", check=at_least(1))
+    decoder_heads: int = opt(16, "MAE decoder attention heads", "method", check=at_least(1))
     norm_pix_loss: bool = opt(False, "reconstruct per-patch normalised pixels (MAE option; reference: off)", "method")
 
     @staticmethod
     def check(cfg) -> None:
-        if min(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads) < 1:
-            raise UserError(f"--decoder-dim, --decoder-depth and --decoder-heads must be at least 1, got "
-                            f"{cfg.decoder_dim}, {cfg.decoder_depth} and {cfg.decoder_heads}")
         if cfg.decoder_dim % cfg.decoder_heads:
             raise UserError(f"--decoder-dim ({cfg.decoder_dim}) must be divisible by --decoder-heads "
                             f"({cfg.decoder_heads})")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ssat.auxtasks.registry import AuxTask, register_aux
 from ssat.errors import UserError
-from ssat.options import opt
+from ssat.options import opt, positive
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -55,12 +55,7 @@ class SimCLRTask(AuxTask):
 
 @dataclass
 class SimCLROptions:
-    temperature: float = opt(0.5, "SimCLR NT-Xent temperature", "method")
-
-    @staticmethod
-    def check(cfg) -> None:
-        if cfg.temperature <= 0:
-            raise UserError(f"--temperature must be positive, got {cfg.temperature}")
+    temperature: float = opt(0.5, "SimCLR NT-Xent temperature", "method", check=positive())
 
 
 @register_aux("simclr", views=2, options=SimCLROptions)

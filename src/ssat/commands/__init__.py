@@ -8,8 +8,9 @@ import argparse
 import dataclasses
 from typing import Optional
 
-from ssat.config import Config, preset_names
+from ssat.config import config_type, preset_names
 from ssat.errors import UserError
+from ssat.options import flag_of
 
 
 class Parser(argparse.ArgumentParser):
@@ -17,14 +18,10 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
-def flag_of(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-
-
 def add_config_flags(parser: argparse.ArgumentParser, only: Optional[dict] = None) -> None:
     """Config's fields as flags (all of them, or the names in `only`, mapped to the command's own defaults)."""
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for f in dataclasses.fields(Config):
+    for f in dataclasses.fields(config_type()):
         if only is not None and f.name not in only:
             continue
         group = groups.setdefault(f.metadata["group"], parser.add_argument_group(f.metadata["group"]))

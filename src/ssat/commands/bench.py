@@ -22,7 +22,7 @@ from torch.autograd import DeviceType
 
 from ssat import engine
 from ssat.commands import add_config_flags
-from ssat.config import Config
+from ssat.config import Config, config_type
 from ssat.data.batch_augment import BatchAugment
 from ssat.data.memory import MemoryLoader
 from ssat.data.transforms import crop_mode
@@ -222,7 +222,7 @@ def bench(cfg: Config, *, compare: bool, steps: int, warmup: int, classes: int, 
               or platform.machine(), "threads": torch.get_num_threads(),
               "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32", "compile": compile,
               "decoder_heads": cfg.decoder_heads, "steps": steps}
-    methods = [cfg] + ([Config(**{**cfg.to_dict(), "method": "scratch" if method != "scratch" else "ssat"})]
+    methods = [cfg] + ([dataclasses.replace(cfg, method="scratch" if method != "scratch" else "ssat")]
                        if compare else [])
     timers = [StepTimer(c, device, classes) for c in methods]
     timed, times = time_steps(timers, steps=steps, warmup=warmup)
@@ -264,7 +264,7 @@ def main(args) -> int:
                             f"path") from None
     if args.keep_freed_memory:
         keep_freed_memory()
-    options = {name: getattr(args, name) for name in Config.__dataclass_fields__ if hasattr(args, name)}
+    options = {name: getattr(args, name) for name in config_type().__dataclass_fields__ if hasattr(args, name)}
     cfg = Config.from_dict({"img_size": 32, "patch_size": 4, "batch_size": 128, **options},
                            source="command line").validate()
     print(json.dumps(bench(cfg, compare=args.compare, steps=args.steps, warmup=args.warmup, classes=args.classes,

@@ -34,7 +34,7 @@ from typing import Optional
 import yaml
 
 from ssat.auxtasks import AUX_TASKS
-from ssat.config import Config, load_yaml, option_name, read_yaml
+from ssat.config import Config, config_type, load_yaml, option_name, read_yaml
 from ssat.data.registry import eval_options
 from ssat.errors import UserError, first_line
 from ssat.methods import METHODS
@@ -65,7 +65,7 @@ def points(spec: dict) -> list[tuple[str, dict]]:
     if not isinstance(arms, dict) or not all(isinstance(a, dict) for a in arms.values()):
         raise UserError("sweep: 'arms' must map each arm's name to its options, e.g. {scratch: {method: scratch}}")
     arms = {str(name): {option_name(k): v for k, v in a.items()} for name, a in arms.items()}
-    known = {f for f in Config.__dataclass_fields__}
+    known = set(config_type().__dataclass_fields__)
     unknown = sorted((set(base) | set(grid) | {k for a in arms.values() for k in a}) - known)
     if unknown:
         raise UserError(f"sweep: unknown option(s) {', '.join(unknown)}; see `ssat train --help`")

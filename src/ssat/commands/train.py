@@ -12,7 +12,7 @@ from typing import Optional
 from ssat import hostmem
 from ssat.auxtasks import AUX_TASKS
 from ssat.commands import add_config_flags, registry_epilog
-from ssat.config import RESUMABLE, Config, load_yaml
+from ssat.config import RESUMABLE, Config, config_type, load_yaml
 from ssat.errors import UserError
 from ssat.methods import METHODS
 from ssat.runs import load_checkpoint
@@ -25,7 +25,7 @@ PRINTED = ("method", "model", "dataset", "epochs", "test_acc1", "test_acc5", "te
 def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[dict]]:
     """Merge defaults < preset < YAML < flags. With --resume, the run's own config is the base and only RESUMABLE
     options may be given; the loaded checkpoint is returned so it is read once."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_type()) if hasattr(args, f.name)}
     if args.resume:
         fixed = sorted(set(given) - RESUMABLE) + (["config"] if args.config else [])
         if fixed:

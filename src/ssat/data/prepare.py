@@ -11,6 +11,7 @@ from ssat.data.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ArrayDataset,
+    CommonDataOptions,
     DataBundle,
     DataOptions,
     array_stats,
@@ -23,8 +24,8 @@ STATS_SAMPLE = 500  # images decoded to estimate file-based sets' statistics
 
 
 def options_of(cfg, log: Optional[Callable[[str], None]] = None, splits=("train", "test")) -> DataOptions:
-    return DataOptions(train_split=cfg.train_split, on_bad_image=cfg.on_bad_image,
-                       allow_outside_root=cfg.allow_outside_root, log=log, splits=tuple(splits),
+    common = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(CommonDataOptions)}
+    return DataOptions(**common, log=log, splits=tuple(splits),
                        extra={name: getattr(cfg, name) for name in dataset_option_names()})
 
 

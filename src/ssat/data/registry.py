@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ssat.errors import EXTENSION_HINT, UserError
-from ssat.options import declare_options, refuse_duplicate
+from ssat.options import declare_options, opt, refuse_duplicate
 
 
 @dataclass
@@ -39,11 +39,23 @@ class DataBundle:
 
 
 @dataclass(frozen=True)
-class DataOptions:
-    """Options some data sets take (each loader reads the ones that apply to it)."""
-    train_split: str = "train"        # flowers102 / medmnist: 'train' or 'train+val'
-    on_bad_image: str = "error"       # file-based sets: 'error' or 'skip' (logged)
-    allow_outside_root: bool = False  # split files may name images outside --data-root
+class CommonDataOptions:
+    """Options every data set takes (Config fields and flags like any other; declared once, here)."""
+    train_split: str = opt("train", "training split of flowers102 / MedMNIST: 'train' or 'train+val'", "data",
+                           choices="train,train+val")
+    on_bad_image: str = opt("error", "an unreadable image file: 'error' (stop, naming it) or 'skip' (scan once at "
+                                     "load, leave bad files out and list them)", "data", choices="error,skip")
+    allow_outside_root: bool = opt(False, "let split files (CSV lists, Chaoyang / DomainNet lists) name images "
+                                          "outside --data-root (absolute paths, ../); refused by default", "data")
+
+
+declare_options("every data set", CommonDataOptions)
+
+
+@dataclass(frozen=True)
+class DataOptions(CommonDataOptions):
+    """What a loader is given: the common options, the options data sets declared themselves (`extra`), where to
+    report skipped files and which splits the caller reads."""
     log: Optional[Callable[[str], None]] = None
     splits: tuple = ("train", "test")  # the splits the caller reads (evaluation: test only; video sets skip the rest)
     extra: dict = field(default_factory=dict)  # the options data sets declare themselves (--domain, ...)

@@ -24,10 +24,9 @@ from torch.utils.data import Dataset
 
 from ssat.data.files import refuse_outside
 from ssat.errors import UserError, first_line, need_extra
-from ssat.options import opt
+from ssat.options import at_least, opt
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg"}
-FACE_CROPS = ("none", "boxes", "detect")
 FACE_SCALE = 1.3  # the usual FaceForensics++ pre-processing: the detected box enlarged by 1.3
 
 
@@ -38,12 +37,14 @@ def is_video(path: Path) -> bool:
 @dataclass
 class VideoOptions:
     """Options every video data set takes (subclasses add their own)."""
-    frames: int = opt(16, "frames per clip (video data sets; the video model is built for it)", "data")
+    frames: int = opt(16, "frames per clip (video data sets; the video model is built for it)", "data",
+                      check=at_least(1))
     frame_stride: int = opt(0, "frames between a clip's frames; 0: the clips' frames spread evenly over the video",
-                            "data")
-    clips_per_video: int = opt(1, "clips taken from each video (video-level scores average them)", "data")
+                            "data", check=at_least(0))
+    clips_per_video: int = opt(1, "clips taken from each video (video-level scores average them)", "data",
+                               check=at_least(1))
     frame_size: int = opt(112, "frames are resized (shorter side) and centre-cropped to this size once, when "
-                               "decoded; --img-size then crops or resizes per batch", "data")
+                               "decoded; --img-size then crops or resizes per batch", "data", check=at_least(1))
     face_crop: str = opt("none", "faces: none, boxes (from --face-boxes) or detect (OpenCV's Haar cascade), each "
                                  "box enlarged 1.3x and cropped square", "data", choices="none,boxes,detect")
     face_boxes: Optional[str] = opt(None, "JSON: video path relative to --data-root -> [x, y, w, h] for the whole "
@@ -52,12 +53,6 @@ class VideoOptions:
 
     @staticmethod
     def check(cfg) -> None:
-        if min(cfg.frames, cfg.clips_per_video, cfg.frame_size) < 1 or cfg.frame_stride < 0:
-            raise UserError(f"--frames, --clips-per-video and --frame-size must be at least 1 and --frame-stride at "
-                            f"least 0, got {cfg.frames}, {cfg.clips_per_video}, {cfg.frame_size} and "
-                            f"{cfg.frame_stride}")
-        if cfg.face_crop not in FACE_CROPS:
-            raise UserError(f"--face-crop must be one of {', '.join(FACE_CROPS)}, got '{cfg.face_crop}'")
         if (cfg.face_crop == "boxes") != (cfg.face_boxes is not None):
             raise UserError("--face-crop boxes and --face-boxes FILE go together; give both or neither")
 

@@ -19,7 +19,7 @@ from ssat.errors import UserError
 from ssat.models.layers import Attention
 from ssat.models.registry import Capabilities, register_model
 from ssat.models.vit import TimmViT, init_mae_style
-from ssat.options import opt
+from ssat.options import at_least, opt
 
 
 def sincos_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -97,12 +97,7 @@ class VideoViTBackbone(TimmViT):
 
 @dataclass
 class VideoModelOptions:
-    tubelet_size: int = opt(2, "frames per tubelet of the video models (VideoMAE: 2)", "model")
-
-    @staticmethod
-    def check(cfg) -> None:
-        if cfg.tubelet_size < 1:
-            raise UserError(f"--tubelet-size must be at least 1, got {cfg.tubelet_size}")
+    tubelet_size: int = opt(2, "frames per tubelet of the video models (VideoMAE: 2)", "model", check=at_least(1))
 
 
 def build_video_vit(*, frames: int = 0, cfg, **kwargs) -> VideoViTBackbone:
