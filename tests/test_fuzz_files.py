@@ -59,7 +59,7 @@ def _variants(src: Path, seed: int):
         yield i, data
 
 
-@pytest.mark.parametrize("name", ["checkpoint-last.pt", "model.safetensors", "model-best.safetensors"])
+@pytest.mark.parametrize("name", ["checkpoint-last.pt", "model.safetensors", "model-selected.safetensors"])
 def test_damaged_weights(tmp_path, capsys, finished_run, name):
     for i, data in _variants(finished_run / name, seed=len(name)):
         bad = tmp_path / f"{i}-{name}"

@@ -47,3 +47,24 @@ def test_table_and_report_share_one_setting_key(three_runs):
     assert setting(by_name["scratch-4"]) != setting(by_name["scratch-8"])
     assert paired_baseline(by_name["ssat-4"], groups) is by_name["scratch-4"]
     assert paired_baseline(by_name["scratch-4"], groups) is None
+
+
+def test_runs_written_before_the_best_rename_read_back_under_the_new_names(tmp_path):
+    """best_acc1 was the test maximum while model-best / --best meant the validation-selected epoch: the maximum is
+    now test_acc1_max, the file model-selected.safetensors; older runs' names still read."""
+    from ssat.records import read_summary
+    from ssat.runs import RunDir
+    from ssat.training.loop import Tally
+    old = {"method": "ssat", "model": "vit_tiny", "dataset": "digits", "epochs": 2, "test_acc1": 90.0,
+           "test_acc5": 99.0, "train_time_s": 1.0, "params": 5, "best_acc1": 91.0, "best_epoch": 1}
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+    summary = read_summary(tmp_path / "summary.json")
+    assert summary["test_acc1_max"] == 91.0 and summary["test_max_epoch"] == 1 and "best_acc1" not in summary
+    tally = Tally.from_checkpoint({"epoch": 2, "best_acc1": 91.0, "best_epoch": 1, "optimizer": {}})
+    assert (tally.epoch, tally.test_acc1_max, tally.test_max_epoch) == (2, 91.0, 1)
+    run = RunDir(tmp_path)
+    assert run.selected_weights().name == "model-selected.safetensors"
+    (tmp_path / "model-best.safetensors").write_bytes(b"x")
+    assert run.selected_weights().name == "model-best.safetensors"  # an older run's selected weights
+    (tmp_path / "model-selected.safetensors").write_bytes(b"y")
+    assert run.selected_weights().name == "model-selected.safetensors"

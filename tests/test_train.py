@@ -37,7 +37,7 @@ def test_one_epoch_writes_every_run_file(tmp_path, tiny_flags, capsys):
     assert {"epoch", "lr", "loss", "loss_primary", "loss_aux", "train_acc1", "train_acc5", "test_acc1", "test_acc5",
             "epoch_time_s"} <= set(row)
     summary = json.loads((out / "summary.json").read_text())
-    assert {"method", "model", "dataset", "epochs", "test_acc1", "test_acc5", "best_acc1", "params",
+    assert {"method", "model", "dataset", "epochs", "test_acc1", "test_acc5", "test_acc1_max", "params",
             "train_time_s"} <= set(summary)
     assert summary["test_acc1"] == row["test_acc1"] and summary["n_train"] == 1437 and summary["n_test"] == 360
     assert summary["lr"] == pytest.approx(1e-3 * 64 / 256)
@@ -144,7 +144,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, tiny_flags, mon
     a = torch.load(full / "checkpoint-last.pt", weights_only=True)["model"]
     b = torch.load(killed / "checkpoint-last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    for key in ("test_acc1", "test_acc5", "best_acc1"):
+    for key in ("test_acc1", "test_acc5", "test_acc1_max"):
         assert json.loads((full / "summary.json").read_text())[key] == \
             json.loads((killed / "summary.json").read_text())[key]
 
@@ -203,11 +203,11 @@ def test_export_reloads_in_plain_timm_with_identical_logits(tmp_path, tiny_flags
     from ssat.inference import load_classifier
     out = tmp_path / "run"
     assert main(["train", *tiny_flags, "--per-class", "3", "--val-per-class", "1", "--out", str(out)]) == 0
-    assert main(["export", str(out), "--to", str(tmp_path / "timm"), *(["--best"] if best else [])]) == 0
+    assert main(["export", str(out), "--to", str(tmp_path / "timm"), *(["--selected"] if best else [])]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["max_logit_difference"] <= 1e-5
     plain = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True).eval()
     assert plain.pretrained_cfg["label_names"] == [str(i) for i in range(10)]
-    model, _, _ = load_classifier(str(out / ("model-best.safetensors" if best else "model.safetensors")),
+    model, _, _ = load_classifier(str(out / ("model-selected.safetensors" if best else "model.safetensors")),
                                   torch.device("cpu"))
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
@@ -221,8 +221,8 @@ def test_export_errors_and_push_to_a_hub_stand_in(tmp_path, tiny_flags, capsys, 
     (tmp_path / "full" / "x").write_text("x")
     assert main(["export", str(out), "--to", str(tmp_path / "full")]) == 2
     assert capsys.readouterr().err.strip().endswith("is not an empty folder; give a new or empty folder")
-    assert main(["export", str(out), "--best", "--to", str(tmp_path / "b")]) == 2  # no validation split
-    assert "no validation split to select an epoch (--val-fraction 0): export without --best" in \
+    assert main(["export", str(out), "--selected", "--to", str(tmp_path / "b")]) == 2  # no validation split
+    assert "no validation split to select an epoch (--val-fraction 0): export without --selected" in \
         capsys.readouterr().err
 
     import huggingface_hub

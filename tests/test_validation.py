@@ -56,8 +56,8 @@ def test_a_run_with_validation_selects_on_it_and_tests_only_at_the_end(tmp_path,
     assert summary["selected_epoch"] == best["epoch"] and summary["val_acc1_selected"] == best["val_acc1"]
     assert summary["test_acc1"] == rows[-1]["test_acc1"]
     # The selected weights are kept and give the reported test accuracy.
-    selected = load_file(str(out / "model-best.safetensors"))
-    assert main(["eval", "--checkpoint", str(out / "model-best.safetensors")]) == 0
+    selected = load_file(str(out / "model-selected.safetensors"))
+    assert main(["eval", "--checkpoint", str(out / "model-selected.safetensors")]) == 0
     assert summary["test_acc1_selected"] is not None
     final = load_file(str(out / "model.safetensors"))
     if summary["selected_epoch"] == 3:
@@ -69,7 +69,7 @@ def test_eval_on_the_selected_weights_matches_the_summary(tmp_path, tiny_flags, 
     assert main(["train", *tiny_flags, "--epochs", "3", "--val-fraction", "0.2", "--fraction", "0.3",
                  "--out", str(out), "--blr", "3e-2"]) == 0
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(out / "model-best.safetensors")]) == 0
+    assert main(["eval", "--checkpoint", str(out / "model-selected.safetensors")]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["acc1"] == pytest.approx(json.loads((out / "summary.json").read_text())["test_acc1_selected"])
 

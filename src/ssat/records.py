@@ -24,11 +24,15 @@ def collect(paths: list[str]) -> list[dict]:
     return runs
 
 
+# Keys renamed since runs were first written (old -> new): read back under the new name. "best" was the test
+# maximum in best_acc1 but the validation-selected epoch in model-best / --best; the maximum is now named as such.
+RENAMED = {"best_acc1": "test_acc1_max", "best_epoch": "test_max_epoch"}
+
 # What table / report read from a summary.json, and the types they need.
 SUMMARY_FIELDS = {"method": (str,), "model": (str,), "dataset": (str,), "epochs": (int,),
                   "test_acc1": (int, float, type(None)), "test_acc5": (int, float, type(None)),
                   "train_time_s": (int, float), "params": (int,)}
-OPTIONAL_NUMBERS = ("test_acc1_selected", "val_acc1_selected", "best_acc1", "fraction", "lambda", "seed",
+OPTIONAL_NUMBERS = ("test_acc1_selected", "val_acc1_selected", "test_acc1_max", "fraction", "lambda", "seed",
                     "selected_epoch", "per_class", "img_size")
 
 
@@ -38,6 +42,7 @@ def read_summary(path: Path) -> dict:
         summary = json.loads(path.read_text())
         if not isinstance(summary, dict):
             raise ValueError("not a JSON object")
+        summary = {RENAMED.get(k, k) if RENAMED.get(k) not in summary else k: v for k, v in summary.items()}
         for key, kinds in SUMMARY_FIELDS.items():
             if not isinstance(summary.get(key), kinds) or isinstance(summary.get(key), bool):
                 raise ValueError(f"'{key}' is missing or malformed")

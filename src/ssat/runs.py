@@ -6,7 +6,8 @@
     DIR/summary.json          final results (written last: its presence means the run finished)
     DIR/checkpoint-last.pt    everything needed to resume, written atomically every epoch
     DIR/model.safetensors     encoder + head only (timm key names), with the config in its metadata
-    DIR/model-best.safetensors the same, at the epoch the validation split selects (runs with one)
+    DIR/model-selected.safetensors  the same, at the epoch the validation split selects (runs with one;
+                              model-best.safetensors in runs written before 2026-12-07)
 
     DIR/.ssat-run             the marker that says the folder is ssat's (written when the run creates it)
 
@@ -38,12 +39,13 @@ from ssat.errors import UserError, first_line
 
 CHECKPOINT = "checkpoint-last.pt"
 WEIGHTS = "model.safetensors"
-SELECTED = "model-best.safetensors"
+SELECTED = "model-selected.safetensors"
+SELECTED_BEFORE = "model-best.safetensors"  # its name until 2026-12-07 (still read, still ours)
 FORMAT = "ssat-checkpoint-v1"
 MARKER = ".ssat-run"
 # Every file a run writes in its directory: the only names `clear()` and the stale-temporary sweep may touch.
-RUN_FILES = (CHECKPOINT, WEIGHTS, SELECTED, "config.yaml", "metrics.jsonl", "summary.json", "subset.json",
-             "energy.json")
+RUN_FILES = (CHECKPOINT, WEIGHTS, SELECTED, SELECTED_BEFORE, "config.yaml", "metrics.jsonl", "summary.json",
+             "subset.json", "energy.json")
 
 
 def atomic_write(path: Path, write) -> None:
@@ -95,6 +97,11 @@ class RunDir:
         self.checkpoint, self.weights, self.selected = self.path / CHECKPOINT, self.path / WEIGHTS, self.path / SELECTED
         self.config, self.metrics, self.summary, self.subset = (
             self.path / n for n in ("config.yaml", "metrics.jsonl", "summary.json", "subset.json"))
+
+    def selected_weights(self) -> Path:
+        """The validation-selected weights: model-selected.safetensors, or an older run's model-best.safetensors."""
+        before = self.path / SELECTED_BEFORE
+        return before if not self.selected.exists() and before.exists() else self.selected
 
     def create(self, adopt: bool = False) -> "RunDir":
         """Make the directory ours: a new or empty folder gets the marker; one with the marker is an earlier run's.
@@ -223,18 +230,18 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 @dataclass
 class Trainable:
-    """What a checkpoint saves and a resume restores besides the run's progress: the one save / restore pair."""
+    """What a checkpoint saves and a resume restores besides the run's tally: the one save / restore pair."""
     model: Any
     optimizer: Any
     scheduler: Any
     scaler: Any
     ema: Any = None  # --model-ema: the averaged backbone (timm ModelEmaV3)
 
-    def save(self, path: Path, progress: dict, config: dict, data: dict, world_size: int) -> None:
+    def save(self, path: Path, tally: dict, config: dict, data: dict, world_size: int) -> None:
         """Atomically, with every random generator's state, so a resumed epoch draws what the killed one drew."""
         save_checkpoint(path, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), **progress,
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), **tally,
             **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}),
             "rng": rng_state(), "config": config, "data": data, "world_size": world_size})
 

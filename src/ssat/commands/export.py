@@ -16,15 +16,15 @@ from ssat.data.transforms import eval_preprocessing
 from ssat.errors import UserError, first_line, need_extra
 from ssat.inference import load_classifier
 from ssat.methods import METHODS
-from ssat.runs import SELECTED, WEIGHTS
+from ssat.runs import RunDir
 
 
-def export(run: str, to: str, best: bool = False) -> dict:
+def export(run: str, to: str, selected: bool = False) -> dict:
     path = Path(run).expanduser()
     if path.is_dir():
-        path = path / (SELECTED if best else WEIGHTS)
+        path = RunDir(path).selected_weights() if selected else RunDir(path).weights
         if not path.is_file():
-            raise UserError(f"{path} does not exist; {_why_missing(path.parent, best)}")
+            raise UserError(f"{path} does not exist; {_why_missing(path.parent, selected)}")
     # Built by ssat from the run's config and checked (finite weights, every key and shape): what predict runs.
     model, cfg, data = load_classifier(str(path), torch.device("cpu"))
     if not METHODS[cfg.method].primary:
@@ -75,11 +75,11 @@ def meta_timm(path: Path):
         return json.loads((f.metadata() or {}).get("timm", "null"))
 
 
-def _why_missing(run: Path, best: bool) -> str:
+def _why_missing(run: Path, selected: bool) -> str:
     if not (run / "summary.json").is_file():
         return "the run has not finished yet; resume it (ssat train --resume RUN) and export it when it has"
-    if best:
-        return "the run had no validation split to select an epoch (--val-fraction 0): export without --best"
+    if selected:
+        return "the run had no validation split to select an epoch (--val-fraction 0): export without --selected"
     return "the run directory is incomplete; export from a finished run"
 
 
@@ -97,7 +97,7 @@ def push(folder: str, repo: str, private: bool = False) -> str:
 
 
 def main(args) -> int:
-    result = export(args.run, args.to, args.best)
+    result = export(args.run, args.to, args.selected)
     if args.push_to_hub:
         result["hub"] = push(args.to, args.push_to_hub, args.private)
     print(json.dumps(result))
@@ -112,7 +112,8 @@ def add_parsers(sub) -> None:
                                     "to the Hugging Face Hub.")
     ex.add_argument("run", metavar="RUN", help="run directory (or its model.safetensors)")
     ex.add_argument("--to", required=True, help="new or empty folder to write")
-    ex.add_argument("--best", action="store_true", help="export the validation-selected epoch (model-best)")
+    ex.add_argument("--selected", "--best", dest="selected", action="store_true",
+                    help="export the validation-selected epoch (model-selected.safetensors; --best: its old name)")
     ex.add_argument("--push-to-hub", metavar="USER/REPO", help="also upload the folder to this Hub repository")
     ex.add_argument("--private", action="store_true", help="create the Hub repository as private")
     ex.set_defaults(handler=main)

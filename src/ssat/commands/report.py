@@ -152,7 +152,7 @@ def write_csv(path: Path, table: list[list[str]]) -> None:
 def runs_rows(runs: list[dict]) -> list[list[str]]:
     keys = ["run", "tag", "method", "aux", "lambda", "lambda_schedule", "lambda_end", "balance", "mask_ratio", "model",
             "dataset", "img_size", "patch_size", "fraction", "per_class", "epochs", "seed", "test_acc1", "test_acc5",
-            "best_acc1", "val_acc1_selected", "selected_epoch", "test_acc1_selected", "train_time_s",
+            "test_acc1_max", "val_acc1_selected", "selected_epoch", "test_acc1_selected", "train_time_s",
             "gflops_train_step", "train_gflops_total",
             "energy_kwh", "emissions_kg", "params"]
     perturbed = sorted({p for r in runs for p in r.get("perturbed", {})})

@@ -19,7 +19,7 @@ from ssat.runs import load_checkpoint
 from ssat.training import train
 
 PRINTED = ("method", "model", "dataset", "epochs", "test_acc1", "test_acc5", "test_acc1_selected", "selected_epoch",
-           "best_acc1", "train_time_s")
+           "test_acc1_max", "train_time_s")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[Config, Optional[dict]]:
