@@ -96,8 +96,8 @@ class CoreConfig:
                               "or 'pretrain' (auxiliary loss only, no labels; what `ssat pretrain` runs)", "method")
     aux: str = opt("auto", "auxiliary task of --method ssat / pretrain: 'auto' (mae where the backbone drops "
                            "patches, i.e. ViTs; simmim where it takes a mask token, i.e. Swin / CvT; videomae for "
-                           "video models) or one of the registered tasks (`ssat models` lists them per backbone)",
-                   "method")
+                           "video models), one of the registered tasks (`ssat models` lists them per backbone) or "
+                           "several joined by '+' (mae+drloc; weighted by --aux-weights)", "method")
     lam: float = opt(0.9, "λ in λ·L_primary + (1−λ)·L_aux, in [0, 1]; with --balance ema the weight of the "
                           "primary loss after each loss is divided by its running mean (0.9 with ema: the digits "
                           "study's choice; the reference: 0.1 with none); with a schedule, its value at the start",
@@ -232,7 +232,7 @@ class CoreConfig:
     def validate(self) -> "Config":
         """Names against the registries, each option's own rule (declared on its field), then the relations between
         options and each task's and extension's own checks. Raises UserError naming the fix."""
-        from ssat.auxtasks import AUX_TASKS
+        from ssat.auxtasks import check_aux
         from ssat.data import DATASETS
         from ssat.methods import METHODS
         from ssat.models import MODELS
@@ -240,12 +240,12 @@ class CoreConfig:
         def one_of(what: str, value: str, valid) -> None:
             if value not in valid:
                 raise UserError(f"unknown {what} '{value}'; choose one of: {', '.join(sorted(valid))}"
-                                + (EXTENSION_HINT if what in ("data set", "model", "auxiliary task") else ""))
+                                + (EXTENSION_HINT if what in ("data set", "model") else ""))
 
         one_of("data set", self.dataset, DATASETS)
         one_of("model", self.model, MODELS)
         one_of("method", self.method, METHODS)
-        one_of("auxiliary task", self.aux, [*AUX_TASKS, "auto"])
+        aux_specs = check_aux(self.aux)  # one task or several (mae+drloc); 'auto' alone
         for f in dataclasses.fields(self):
             if f.metadata.get("choices"):
                 one_of(f.name.replace("_", "-"), getattr(self, f.name), f.metadata["choices"].split(","))
@@ -261,8 +261,8 @@ class CoreConfig:
               f"--lambda-schedule {self.lambda_schedule} moves λ from --lambda to --lambda-end; give --lambda-end")
         check(self.mixup + self.cutmix == 0 or self.batch_size % 2 == 0,
               f"--mixup / --cutmix pair the images of a batch: give an even --batch-size, got {self.batch_size}")
-        if self.aux in AUX_TASKS:  # what the task itself refuses ('auto' resolves to a one-view task)
-            AUX_TASKS[self.aux].check(self)
+        for spec in aux_specs:  # what each task itself refuses ('auto' resolves to a one-view task)
+            spec.check(self)
         check(self.mixup + self.cutmix == 0 or not self.two_views,
               "--mixup / --cutmix with two views (--two-views) is not supported: the views would be mixed "
               "differently; drop one of them")

@@ -123,21 +123,23 @@ def _to(device, batch):
 
 
 def split_backward(terms, params: list[torch.Tensor], scaler, divide: int) -> torch.Tensor:
-    """Backward of `sum(terms) / divide` in two calls, reading the shared parameters' gradient in between:
-    -> [‖∇ term 0‖, ‖∇ term 1‖, cos(∇ term 0, ∇ term 1)] on `params` (unscaled). The same gradient as one call
-    (up to summation order) for no extra compute; `params`' gradients must be empty (first micro-step)."""
-    first, second = terms
-    scaler.scale(first / divide).backward(retain_graph=True)
-    g0 = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
-    scaler.scale(second / divide).backward()
-    g1 = [(p.grad.detach() if p.grad is not None else torch.zeros_like(p)) - a for p, a in zip(params, g0)]
-    flat0 = torch.cat([g.float().flatten() for g in g0])
-    flat1 = torch.cat([g.float().flatten() for g in g1])
+    """Backward of `sum(terms) / divide` in one call per term, reading the shared parameters' gradient in between:
+    -> [‖∇ term 0‖, ‖∇ rest‖, cos(∇ term 0, ∇ rest)] on `params` (unscaled; rest: the other terms together), then
+    ‖∇ term i‖ for each further term when there are more than two. The same gradient as one call (up to summation
+    order) for no extra compute; `params`' gradients must be empty (first micro-step)."""
+    grads, before = [], [torch.zeros_like(p) for p in params]
+    for i, term in enumerate(terms):
+        scaler.scale(term / divide).backward(retain_graph=i + 1 < len(terms))
+        now = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+        grads.append(torch.cat([(g - b).float().flatten() for g, b in zip(now, before)]))
+        before = now
+    flat0, rest = grads[0], sum(grads[1:])
     # Norms of the terms themselves: undo the loss scale and the accumulation divisor (host sync only under fp16).
     scale = (scaler.get_scale() if scaler.is_enabled() else 1.0) / divide
-    n0, n1 = flat0.norm(), flat1.norm()
-    cos = (flat0 @ flat1) / (n0 * n1).clamp_min(1e-30)
-    return torch.stack([n0 / scale, n1 / scale, cos])
+    n0, n1 = flat0.norm(), rest.norm()
+    cos = (flat0 @ rest) / (n0 * n1).clamp_min(1e-30)
+    each = [g.norm() / scale for g in grads[1:]] if len(grads) > 2 else []
+    return torch.stack([n0 / scale, n1 / scale, cos, *each])
 
 
 @dataclass
@@ -178,11 +180,13 @@ class GradientProbe:
         stats = split_backward(out.terms, self.params, scaler, accum_steps)
         self.sum = stats if self.sum is None else self.sum + stats
         self.count += 1
+        self.names = ("grad_norm_primary", "grad_norm_aux", "grad_cos",
+                      *(f"grad_norm_{n}" for n in out.term_names[1:] if len(out.terms) > 2))
 
     def results(self) -> dict:
         if not self.count:
             return {}
-        return dict(zip(("grad_norm_primary", "grad_norm_aux", "grad_cos"), (self.sum / self.count).tolist()))
+        return dict(zip(self.names, (self.sum / self.count).tolist()))
 
 
 @dataclass

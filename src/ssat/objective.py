@@ -95,9 +95,10 @@ class StepOutput:
     loss: torch.Tensor
     logits: Optional[torch.Tensor]   # None when pre-training (no primary stream)
     parts: dict[str, torch.Tensor]   # detached scalars for logging
-    # (primary term, auxiliary term) summing to `loss`, when both streams run: lets the engine measure each
-    # term's gradient on the shared encoder by splitting the backward pass in two.
-    terms: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    # (primary term, auxiliary term(s)) summing to `loss`, when both streams run: lets the engine measure each
+    # term's gradient on the shared encoder by splitting the backward pass (one auxiliary term per task of a group).
+    terms: Optional[tuple[torch.Tensor, ...]] = None
+    term_names: tuple[str, ...] = ("primary", "aux")
 
 
 class SSATModel(nn.Module):
@@ -129,11 +130,17 @@ class SSATModel(nn.Module):
                 aux_images: Optional[torch.Tensor] = None) -> StepOutput:
         # The auxiliary stream sees the second view when there is one; contrastive tasks compare it to the first.
         aux_input, other_view = (images, None) if aux_images is None else (aux_images, images)
+        # Tasks that read the token maps of the classification pass (drloc, guidance) get them from that pass.
+        levels = getattr(self.aux, "map_blocks", ()) if self.aux is not None else ()
         if not self.primary:
-            loss_aux, aux_parts = self.aux.loss(self.backbone, aux_input, other_view)
+            maps = {"maps": self.backbone.forward_maps(aux_input, levels)[2]} if levels else {}
+            loss_aux, aux_parts = self.aux.loss(self.backbone, aux_input, other_view, **maps)
             return StepOutput(loss_aux, None, {"loss_aux": loss_aux.detach(), **aux_parts})
-        features = None
-        if self.aux is not None and self.aux.embeds_other_view and other_view is not None:
+        features, maps = None, {}
+        if levels:
+            logits, features, maps["maps"] = self.backbone.forward_maps(images, levels)
+            features = features if other_view is not None else None
+        elif self.aux is not None and self.aux.embeds_other_view and other_view is not None:
             # The task embeds the primary view too: one encoder pass serves both (drop-path draws once).
             logits, features = logits_and_features(self.backbone.encoder, images)
         else:
@@ -143,11 +150,17 @@ class SSATModel(nn.Module):
         loss_primary = F.cross_entropy(logits, targets, label_smoothing=smoothing)
         if self.aux is None:
             return StepOutput(loss_primary, logits, {"loss_primary": loss_primary.detach()})
-        loss_aux, aux_parts = self.aux.loss(self.backbone, aux_input, other_view, features)
+        loss_aux, aux_parts = self.aux.loss(self.backbone, aux_input, other_view, features, **maps)
         term_p, term_a, w_p, w_a = self.weighting(loss_primary, loss_aux)
         parts = {"loss_primary": loss_primary.detach(), "loss_aux": loss_aux.detach(), **aux_parts,
                  "w_primary": w_p.detach(), "w_aux": w_a.detach()}
-        return StepOutput(term_p + term_a, logits, parts, (term_p, term_a))
+        terms, names = (term_p, term_a), ("primary", "aux")
+        group = getattr(self.aux, "terms", None)
+        if group is not None:  # several tasks: each one's share of the auxiliary term, for the gradient probe
+            shares = [w_a.detach() * t for t in group[:-1]]
+            terms = (term_p, *shares, term_a - sum(shares))  # the last takes the rest: the same total, exactly
+            names = ("primary", *(f"aux_{n}" for n in self.aux.tasks))
+        return StepOutput(term_p + term_a, logits, parts, terms, names)
 
     def after_step(self, progress: float) -> None:
         """After each optimizer step: tasks with state outside the optimiser (DINO's teacher) update it."""

@@ -11,13 +11,16 @@ from ssat.auxtasks.registry import (
     ReadsOf,
     Reconstruction,
     build_aux,
+    check_aux,
     register_aux,
     resolve_aux,
+    task_names,
     tasks_for,
+    views_of,
 )
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["AUX_TASKS", "AuxSpec", "AuxTask", "Reconstruction", "ReadsOf", "build_aux", "register_aux", "resolve_aux",
-           "tasks_for"]
+__all__ = ["AUX_TASKS", "AuxSpec", "AuxTask", "Reconstruction", "ReadsOf", "build_aux", "check_aux", "register_aux",
+           "resolve_aux", "task_names", "tasks_for", "views_of"]

@@ -63,6 +63,7 @@ class AuxSpec:
     video: bool = False              # reads clips (pairs with video backbones only)
     options: Optional[type] = None   # its dataclass of opt(...) fields
     decodes_last_stage: bool = False  # reconstructs from the last stage's map, which must tile the image (SimMIM)
+    min_grid: int = 0                # the last token map must be at least this many tokens a side (drloc: 3)
 
     @property
     def option_names(self) -> list[str]:
@@ -74,7 +75,8 @@ class AuxSpec:
         if not capabilities.auxiliary or getattr(capabilities, self.needs) is not True or \
                 self.video != capabilities.video:
             return False
-        return not self.decodes_last_stage or img_size % (patch_size * capabilities.stage_downsampling) == 0
+        last = patch_size * capabilities.stage_downsampling  # pixels per token of the last map
+        return (not self.decodes_last_stage or img_size % last == 0) and img_size // last >= self.min_grid
 
     def check(self, cfg) -> None:
         """What a task comparing views cannot train with: mixed images (each view would be mixed differently), or
@@ -88,17 +90,18 @@ class AuxSpec:
 
 
 AUX_TASKS: dict[str, AuxSpec] = {}
+GROUP_BUILDER: list[Callable] = []  # (tasks by name, cfg) -> the task combining them: auxtasks/group.py registers it
 
 
 def register_aux(name: str, views: int = 1, needs: str = "pooled_embedding", options: Optional[type] = None,
-                 video: bool = False, decodes_last_stage: bool = False):
+                 video: bool = False, decodes_last_stage: bool = False, min_grid: int = 0):
     """`builder(backbone, cfg) -> AuxTask`; `needs` names the backbone capability it requires; `options` is a
     dataclass of `ssat.options.opt` fields, which become Config fields (flags, YAML keys) read as `cfg.<name>`;
     `video`: the task reads clips and pairs with video backbones only (image tasks with image backbones only)."""
     def wrap(builder: Callable[..., AuxTask]) -> Callable[..., AuxTask]:
         refuse_duplicate("auxiliary task", name, AUX_TASKS)
         declare_options(f"auxiliary task '{name}'", options)
-        AUX_TASKS[name] = AuxSpec(name, builder, views, needs, video, options, decodes_last_stage)
+        AUX_TASKS[name] = AuxSpec(name, builder, views, needs, video, options, decodes_last_stage, min_grid)
         return builder
     return wrap
 
@@ -126,6 +129,34 @@ def tasks_for(capabilities) -> list[str]:
             if getattr(capabilities, AUX_TASKS[name].needs) and AUX_TASKS[name].video == capabilities.video]
 
 
+def task_names(aux: str) -> list[str]:
+    """`--aux mae+drloc` -> ["mae", "drloc"]; one task -> [it]."""
+    return [n.strip() for n in str(aux).split("+")]
+
+
+def check_aux(aux: str) -> list[AuxSpec]:
+    """The specs of `--aux` (one task or several joined by '+'; 'auto' alone), or one line naming what is wrong."""
+    names = task_names(aux)
+    if names == ["auto"]:
+        return []
+    known = ", ".join(sorted(AUX_TASKS))
+    for n in names:
+        if n == "auto":
+            raise UserError(f"--aux {aux}: 'auto' stands alone; name each task of a list (e.g. mae+drloc)")
+        if n not in AUX_TASKS:
+            where = f" in --aux {aux}" if len(names) > 1 else ""
+            raise UserError(f"unknown auxiliary task '{n}'{where}; choose one of: {known}"
+                            f" (a run trained with an extension needs it loaded: name its module in SSAT_PLUGINS)")
+    if len(set(names)) < len(names):
+        raise UserError(f"--aux {aux} names a task twice; give each task once")
+    return [AUX_TASKS[n] for n in names]
+
+
+def views_of(aux: str) -> int:
+    """Augmented views the data path delivers for `--aux`: the most any of its tasks asks (1 for 'auto')."""
+    return max([AUX_TASKS[n].views for n in task_names(aux) if n in AUX_TASKS] or [1])
+
+
 def resolve_aux(name: str, capabilities) -> str:
     """`auto` -> the masked-image task the backbone supports: MAE where it drops patches, SimMIM where it takes a
     mask token (else MAE, which then refuses the backbone in one line); VideoMAE for video backbones."""
@@ -137,7 +168,15 @@ def resolve_aux(name: str, capabilities) -> str:
 
 
 def build_aux(name: str, backbone: nn.Module, cfg) -> AuxTask:
-    """The task, with `task.options_read`: every option its builder read and its value (what a run records)."""
+    """The task, with `task.options_read`: every option its builder read and its value (what a run records).
+    Several tasks (`mae+drloc`) -> one AuxGroup (auxtasks/group.py) holding each."""
+    if len(task_names(name)) > 1:
+        check_aux(name)
+        reads = ReadsOf(cfg)
+        tasks = {n: build_aux(n, backbone, cfg) for n in task_names(name)}
+        group = GROUP_BUILDER[0](tasks, reads)
+        group.options_read = {k: v for t in tasks.values() for k, v in t.options_read.items()} | reads.read
+        return group
     if name not in AUX_TASKS:
         raise UserError(f"unknown auxiliary task '{name}'; choose one of: {', '.join(sorted(AUX_TASKS))}")
     spec = AUX_TASKS[name]
@@ -156,4 +195,5 @@ def build_aux(name: str, backbone: nn.Module, cfg) -> AuxTask:
 
 
 NEED_WORDS = {"drops_patches": "drops masked patches (a ViT)", "mask_token": "takes a mask token at every position",
-              "pooled_embedding": "gives a pooled embedding"}
+              "pooled_embedding": "gives a pooled embedding",
+              "token_maps": "returns token maps from its classification pass"}

@@ -8,6 +8,8 @@ CvT-13: stage dims 64 / 192 / 384, depths 1 / 2 / 10, heads 1 / 3 / 6, embedding
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, Mlp, trunc_normal_
@@ -118,11 +120,13 @@ class CvT(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor, first_embedded: bool = False) -> torch.Tensor:
-        """-> (B, 1 + h*w, D): normed class token and final-stage tokens."""
+    def forward_features(self, x: torch.Tensor, first_embedded: bool = False, maps: Optional[list] = None):
+        """-> (B, 1 + h*w, D): normed class token and final-stage tokens; `maps` collects each stage's map."""
         cls = None
         for i, stage in enumerate(self.stages):
             x, cls = stage(x, embedded=first_embedded and i == 0)
+            if maps is not None:
+                maps.append(x)
         tokens = torch.cat([cls, x.flatten(2).transpose(1, 2)], dim=1)
         return self.norm(tokens)
 
@@ -165,10 +169,21 @@ class CvTBackbone(nn.Module):
         side = int(round((n - 1) ** 0.5))
         return tokens[:, 1:].transpose(1, 2).reshape(b, d, side, -1)
 
+    def forward_maps(self, x: torch.Tensor, levels: tuple[int, ...]):
+        """One classification pass -> (logits, pooled, {stage: (B, C, h, w) patch tokens before the final norm})."""
+        maps: list = []
+        tokens = self.encoder.forward_features(x, maps=maps)
+        return (self.encoder.forward_head(tokens), self.encoder.forward_head(tokens, pre_logits=True),
+                {s: maps[s] for s in levels})
+
+    # drloc's official code pools CvT's last map (stride 16 at 224 px) 3/2 before sampling positions
+    dense_last_map = True
+
     def no_weight_decay(self) -> set[str]:
         return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
 
 
 register_model("cvt_13", CvTBackbone, "CvT-13: conv token embedding + conv projections, dims 64/192/384",
                # ssat's own module: no timm export
-               Capabilities(mask_token=True, hierarchical=True, stage_downsampling=2 ** (len(STAGES) - 1)))
+               Capabilities(mask_token=True, hierarchical=True, stage_downsampling=2 ** (len(STAGES) - 1),
+                            token_maps=True))

@@ -59,6 +59,14 @@ class SwinBackbone(TimmBackbone):
         tokens = tokens * (1 - m) + mask_token.to(tokens.dtype) * m
         return enc.norm(enc.layers(tokens)).permute(0, 3, 1, 2)
 
+    def forward_maps(self, x: torch.Tensor, levels: tuple[int, ...]):
+        """One classification pass -> (logits, pooled, {stage: (B, C, h, w) before the final norm})."""
+        enc = self.encoder
+        stages = len(enc.layers)
+        final, maps = enc.forward_intermediates(x, indices=[s % stages for s in levels], norm=False,
+                                                output_fmt="NCHW")
+        return enc.forward_head(final), enc.forward_head(final, pre_logits=True), dict(zip(levels, maps))
+
 
 class ResNetBackbone(TimmBackbone):
     """timm ResNet-50: the CNN reference row, trained from scratch only (no patches to mask)."""
@@ -70,6 +78,6 @@ class ResNetBackbone(TimmBackbone):
 
 register_model("swin_tiny", SwinBackbone, "Swin-T (timm): 96-d, depths 2-2-6-2, shifted windows",
                Capabilities(mask_token=True, layer_decay=True, timm_export=True, hierarchical=True,
-                            stage_downsampling=8))  # 4 stages, each after the first halving the map
+                            stage_downsampling=8, token_maps=True))  # 4 stages, each after the first halving the map
 register_model("resnet50", ResNetBackbone, "ResNet-50 (timm): CNN reference, --method scratch only",
                Capabilities(auxiliary=False, pooled_embedding=False, timm_export=True))

@@ -6,7 +6,10 @@ features the head reads, `no_weight_decay()`, `in_chans`, `num_features`) plus w
 `drops_patches` -> `forward_masked(x, ids_keep)`, `patch_size`, `grid_size`, `num_patches`, `embed_dim`;
 `mask_token` -> `forward_with_mask_token(x, mask, token)`, `img_size`, `stem_stride`, `stem_dim`, `total_stride`;
 `layer_decay` -> `encoder.group_matcher`; `token_grid` -> `encoder.blocks` over a patch grid (Grad-CAM, rollout);
-`timm_export` -> `timm_name` / `timm_kwargs` rebuild it in plain timm; `video` -> it reads (B, C, T, H, W) clips,
+`timm_export` -> `timm_name` / `timm_kwargs` rebuild it in plain timm; `token_maps` ->
+`forward_maps(x, levels) -> (logits, pooled, {level: (B, C, h, w)})`, the maps of the classification pass itself
+(levels: blocks of a ViT, stages of a hierarchical model; -1 the last; before the final norm);
+`video` -> it reads (B, C, T, H, W) clips,
 its tokens are tubelets, `grid_size` is (time, rows, columns), `tubelet` is set. Combinations a
 backbone does not support are refused with one line when a model is built. A new family is one new file in this
 package that calls `register_model` (the package imports every module in it), with its own options if it needs
@@ -36,6 +39,7 @@ class Capabilities:
     hierarchical: bool = False    # stages that downsample: a smaller stem stride by default
     stage_downsampling: int = 1   # the last stage's map is the stem's grid / this (Swin 8, CvT 4): its total_stride
     video: bool = False           # reads clips (B, C, T, H, W); its builder takes the data's `frames`
+    token_maps: bool = False      # forward_maps: logits, pooled features and token maps from one forward pass
 
     def supported(self) -> list[str]:
         return [f for f in self.__dataclass_fields__ if getattr(self, f) is True]

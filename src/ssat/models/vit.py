@@ -22,7 +22,7 @@ class TimmViT(nn.Module):
     tokens, with a dynamic image size (trained at its `img_size`). MAE's masked pass drops patches after timm's own
     position embedding, so every position scheme timm has is respected. `ssat.SSAT` wraps a user's ViT in it."""
 
-    capabilities = Capabilities(drops_patches=True, layer_decay=True)
+    capabilities = Capabilities(drops_patches=True, layer_decay=True, token_maps=True)
 
     def __init__(self, vit: nn.Module):
         super().__init__()
@@ -74,6 +74,15 @@ class TimmViT(nn.Module):
         visible = tokens[:, self.prefix:]
         lead = tokens[:, :1] if self.prefix else visible.mean(dim=1, keepdim=True)
         return torch.cat([lead, visible], dim=1)
+
+    def forward_maps(self, x: torch.Tensor, levels: tuple[int, ...]):
+        """One classification pass -> (logits, pooled features, {block: (B, D, h, w) patch tokens after that block,
+        before the final norm, no prefix tokens}) (timm's forward_intermediates: the same computation as forward)."""
+        enc = self.encoder
+        depth = len(enc.blocks)
+        final, maps = enc.forward_intermediates(x, indices=[b % depth for b in levels], norm=False,
+                                                output_fmt="NCHW")
+        return enc.forward_head(final), enc.forward_head(final, pre_logits=True), dict(zip(levels, maps))
 
     def no_weight_decay(self) -> set[str]:
         return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
@@ -134,7 +143,8 @@ def vit_builder(timm_name: str):
     return build
 
 
-VIT = Capabilities(drops_patches=True, mask_token=False, layer_decay=True, token_grid=True, timm_export=True)
+VIT = Capabilities(drops_patches=True, mask_token=False, layer_decay=True, token_grid=True, timm_export=True,
+                   token_maps=True)
 
 register_model("vit_tiny", vit_builder("vit_tiny_patch16_224"), "ViT-Ti: 192-d, 12 blocks, 3 heads", VIT)
 # The small-image shape of the from-scratch recipes (ViT-Lite, SL-ViT: 6-9 blocks, MLP ratio 2) at ViT-Ti's width

@@ -16,7 +16,7 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ssat import cost, distributed, engine
-from ssat.auxtasks import AUX_TASKS, resolve_aux
+from ssat.auxtasks import resolve_aux, views_of
 from ssat.config import Config, default_patch_size
 from ssat.data import DataBundle
 from ssat.data.loaders import epoch_images, make_loaders, subset_record, training_subset
@@ -50,8 +50,7 @@ def resolve_for_data(cfg: Config, data: DataBundle) -> Config:
         crop=crop_mode(dataclasses.replace(cfg, img_size=img_size)),  # 'auto' depends on the input size
         hflip=data.hflip if cfg.hflip is None else cfg.hflip, out=cfg.out or cfg.default_out(), aux=aux,
         # contrastive / self-distillation tasks compare two augmentations
-        two_views=cfg.two_views or (METHODS[cfg.method].auxiliary and aux in AUX_TASKS
-                                    and AUX_TASKS[aux].views == 2),
+        two_views=cfg.two_views or (METHODS[cfg.method].auxiliary and views_of(aux) == 2),
     ).validate()
 
 

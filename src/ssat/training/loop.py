@@ -151,6 +151,7 @@ def run_epochs(t: Training, tally: Tally) -> Optional[Outcome]:
         row = {"epoch": epoch + 1, "lr": tr["lr"], "loss": tr["loss"], "loss_primary": tr.get("loss_primary"),
                "loss_aux": tr.get("loss_aux"), "train_acc1": tr.get("acc1"), "train_acc5": tr.get("acc5"),
                **{k: tr[k] for k in WEIGHT_KEYS if k in tr},
+               **{k: v for k, v in tr.items() if k.startswith(GROUP_KEYS)},  # each task of --aux a+b
                **{f"val_{k}": (va or {}).get(k) for k in ("acc1", "acc5", "loss")},
                **{f"test_{k}": (te or {}).get(k) for k in ("acc1", "acc5", "loss")},
                **({f"test_{k}": (te or {}).get(k) for k in VIDEO_KEYS} if groups is not None else {}),
@@ -198,6 +199,7 @@ VIDEO_KEYS = ("auc", "video_acc1", "video_auc")
 
 # Per-epoch means the step reports besides the losses: the loss weights and the gradient-norm probes.
 WEIGHT_KEYS = ("w_primary", "w_aux", "grad_norm_primary", "grad_norm_aux", "grad_cos")
+GROUP_KEYS = ("loss_aux_", "grad_norm_aux_")  # prefixes of each task's loss and gradient norm (--aux a+b)
 
 
 def _epoch_line(tr: dict, va: Optional[dict], te: Optional[dict]) -> str:

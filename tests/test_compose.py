@@ -1,0 +1,140 @@
+"""SSAT composed with other small-data methods (issue 29): several auxiliary tasks at once (`--aux a+b`), tasks that
+read the token maps of the classification pass (drloc), their options and refusals."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import run_error
+from ssat.auxtasks import build_aux
+from ssat.auxtasks.drloc import final_map, sample_pairs
+from ssat.auxtasks.group import AuxGroup
+from ssat.cli import main
+from ssat.objective import build_model
+from ssat.runs import seed_everything
+
+
+def test_drloc_targets_on_a_4x4_grid_by_hand():
+    maps = torch.zeros(1, 1, 4, 4)
+    flat = lambda r, c: r * 4 + c
+    pos_u = torch.tensor([[flat(0, 0), flat(3, 1), flat(2, 2)]])
+    pos_v = torch.tensor([[flat(3, 3), flat(0, 2), flat(2, 2)]])
+    _, target = sample_pairs(maps, pos_u, pos_v)
+    assert target.tolist() == [[[3.0, 3.0], [3.0, 1.0], [0.0, 0.0]]]
+    _, signed = sample_pairs(maps, pos_u, pos_v, signed=True)
+    assert signed.tolist() == [[[-3.0, -3.0], [3.0, -1.0], [0.0, 0.0]]]
+
+
+def test_drloc_gathers_the_right_tokens_of_a_non_square_map():
+    rows, cols = torch.meshgrid(torch.arange(3), torch.arange(5), indexing="ij")
+    maps = (10 * rows + cols).float().view(1, 1, 3, 5).repeat(2, 1, 1, 1)  # value = 10·row + col
+    pos_u = torch.tensor([[0, 4, 7], [14, 10, 5]])  # (0,0) (0,4) (1,2) | (2,4) (2,0) (1,0)
+    pos_v = torch.tensor([[14, 5, 7], [0, 3, 9]])   # (2,4) (1,0) (1,2) | (0,0) (0,3) (1,4)
+    pairs, target = sample_pairs(maps, pos_u, pos_v)
+    assert pairs[..., 0].tolist() == [[0, 4, 12], [24, 20, 10]]
+    assert pairs[..., 1].tolist() == [[24, 10, 12], [0, 3, 14]]
+    assert target.tolist() == [[[2, 4], [1, 4], [0, 0]], [[2, 4], [2, 3], [0, 4]]]
+
+
+def test_drloc_pools_a_dense_last_map_only_from_8_tokens_a_side():
+    class Dense:
+        dense_last_map = True
+    assert final_map(Dense(), torch.zeros(1, 4, 8, 8)).shape[-2:] == (4, 4)
+    assert final_map(Dense(), torch.zeros(1, 4, 7, 7)).shape[-2:] == (7, 7)
+    assert final_map(object(), torch.zeros(1, 4, 14, 14)).shape[-2:] == (14, 14)
+
+
+def _one_step(model, seed=0):
+    seed_everything(seed)
+    images, targets = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    out = model(images, targets)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_a_group_of_one_task_at_weight_1_is_that_task_exactly(tiny_cfg):
+    """The combination adds nothing of its own: the same loss and gradients, bit for bit."""
+    cfg = tiny_cfg(aux="mae", img_size=8, patch_size=2)
+    seed_everything(0)
+    plain = build_model(cfg, num_classes=10, in_chans=1)
+    seed_everything(0)
+    grouped = build_model(cfg, num_classes=10, in_chans=1)
+    grouped.aux = AuxGroup({"mae": grouped.aux}, [1.0], balance="none")
+    a, ga = _one_step(plain)
+    b, gb = _one_step(grouped)
+    assert torch.equal(a.loss, b.loss)
+    assert set(gb) == {n.replace("aux.", "aux.tasks.mae.", 1) for n in ga}
+    assert all(torch.equal(g, gb[n.replace("aux.", "aux.tasks.mae.", 1)]) for n, g in ga.items())
+    assert "tasks" not in "".join(plain.state_dict())  # one task: today's checkpoint keys
+
+
+def test_several_tasks_weight_balance_and_probe_each(tiny_cfg):
+    cfg = tiny_cfg(aux="mae+drloc", aux_weights="1,0.5", img_size=8, patch_size=2, balance="none")
+    seed_everything(0)
+    model = build_model(cfg, num_classes=10, in_chans=1)
+    out, _ = _one_step(model)
+    p = out.parts
+    assert torch.allclose(p["loss_aux"], p["loss_aux_mae"] + 0.5 * p["loss_aux_drloc"])
+    assert out.term_names == ("primary", "aux_mae", "aux_drloc") and len(out.terms) == 3
+    assert torch.allclose(sum(out.terms), out.loss)
+    # ema: each task's loss over its own running mean (its first value at the first step): each term = its weight
+    ema = build_model(tiny_cfg(aux="mae+drloc", aux_weights="1,0.5", img_size=8, patch_size=2, balance="ema"),
+                      num_classes=10, in_chans=1)
+    out, _ = _one_step(ema)
+    assert torch.allclose(out.parts["loss_aux"], torch.tensor(1.5))
+    assert model.aux.options_read["aux_weights"] == "1,0.5" and "drloc_pairs" in model.aux.options_read
+
+
+def test_every_task_of_a_group_gets_its_after_step(tiny_cfg):
+    cfg = tiny_cfg(aux="mae+dino", img_size=8, patch_size=2, dino_out_dim=16)
+    model = build_model(cfg, num_classes=10, in_chans=1)
+    teacher = model.aux.tasks["dino"].teacher_encoder
+    before = [p.clone() for p in teacher.parameters()]
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)
+    model.after_step(0.5)
+    assert any(not torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+
+
+def test_views_are_the_most_any_task_asks(tmp_path, tiny_flags):
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--aux", "mae+simclr", "--per-class", "4", "--out", str(out)]) == 0
+    cfg = (out / "config.yaml").read_text()
+    assert "two_views: true" in cfg
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["aux"] == "mae+simclr" and summary["aux_options"]["temperature"] == 0.5
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"loss_aux_mae", "loss_aux_simclr"} <= set(row)
+
+
+def test_drloc_trains_from_the_cli_and_records_its_options(tmp_path, tiny_flags):
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--aux", "mae+drloc", "--aux-weights", "1,0.1", "--drloc-pairs", "8",
+                 "--per-class", "4", "--grad-norm-every", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["aux_options"]["drloc_pairs"] == 8 and summary["aux_options"]["aux_weights"] == "1,0.1"
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["loss_aux_drloc"] > 0 and row["grad_norm_aux_drloc"] > 0 and row["grad_norm_aux_mae"] > 0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--aux", "mae+drloc", "--aux-weights", "1"], "--aux-weights 1 gives 1 weight(s) for 2 auxiliary task(s)"),
+    (["--aux", "mae+nope"], "unknown auxiliary task 'nope' in --aux mae+nope"),
+    (["--aux", "auto+drloc"], "'auto' stands alone"),
+    (["--aux", "mae", "--aux-weights", "0.5"], "--aux mae is one task, whose weight is set by --lambda"),
+    (["--aux", "mae+drloc", "--aux-weights", "1,x"], "give 2 comma-separated numbers"),
+    (["--aux", "drloc", "--drloc-pairs", "0"], "--drloc-pairs must be at least 1, got 0"),
+])
+def test_bad_compositions_are_one_line(capsys, tmp_path, tiny_flags, argv, message):
+    line = run_error(capsys, ["train", *tiny_flags, *argv, "--out", str(tmp_path / "x")])
+    assert message in line
+
+
+def test_a_grid_smaller_than_3x3_is_refused_in_one_line(tiny_cfg):
+    from ssat.errors import UserError
+    from ssat.models import build_backbone
+    backbone = build_backbone("vit_test", img_size=4, patch_size=2, in_chans=1, num_classes=10)
+    with pytest.raises(UserError, match="needs a final token map of at least 3x3; .* ends at 2x2"):
+        build_aux("drloc", backbone, tiny_cfg())
