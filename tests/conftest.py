@@ -49,7 +49,7 @@ def _restore_torch_globals():
 # Fewer blocks per stage, same widths, strides, windows and heads: depth changes no shape, and full-depth ViT-B /
 # Swin-T / CvT-13 in every shape test would make them the slowest tests in the suite. Two blocks per Swin stage keep
 # a shifted-window block in each; timm lets these override a model's defaults.
-SHALLOW = {"vit": dict(depth=1), "video_vit": dict(depth=1), "swin": dict(depths=(2, 2, 2, 2)),
+SHALLOW = {"vit": dict(depth=1), "video_vit": dict(depth=1), "slvit": dict(depth=1), "swin": dict(depths=(2, 2, 2, 2)),
            "resnet": dict(layers=(1, 1, 1, 1))}
 
 

@@ -138,3 +138,80 @@ def test_a_grid_smaller_than_3x3_is_refused_in_one_line(tiny_cfg):
     backbone = build_backbone("vit_test", img_size=4, patch_size=2, in_chans=1, num_classes=10)
     with pytest.raises(UserError, match="needs a final token map of at least 3x3; .* ends at 2x2"):
         build_aux("drloc", backbone, tiny_cfg())
+
+
+# --- token maps from the classification pass ------------------------------------------------------------------
+
+@pytest.mark.parametrize("model,size", [("vit_test", 8), ("slvit_tiny", 16), ("cvt_13", 32), ("swin_tiny", 32)])
+def test_token_maps_come_from_the_classification_pass_itself(model, size, shallow_backbones):
+    from ssat.models import build_backbone
+    backbone = build_backbone(model, img_size=size, patch_size=2, in_chans=3, num_classes=5).eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        logits, pooled, maps = backbone.forward_maps(x, (0, -1))
+        assert torch.allclose(logits, backbone(x), atol=1e-6) and torch.allclose(pooled, backbone.embed(x), atol=1e-6)
+    assert set(maps) == {0, -1} and all(m.dim() == 4 and m.shape[0] == 2 for m in maps.values())
+    assert maps[-1].shape[1] == backbone.num_features
+
+
+def test_drloc_spends_no_encoder_pass_of_its_own(tiny_cfg):
+    calls = []
+    for aux, passes in (("drloc", 1), ("mae+drloc", 2)):  # MAE's masked pass is its own; drloc reads the primary's
+        model = build_model(tiny_cfg(aux=aux, img_size=8, patch_size=2), num_classes=10, in_chans=1)
+        calls.clear()
+        hook = model.backbone.encoder.patch_embed.register_forward_hook(lambda *_: calls.append(1))
+        _one_step(model)
+        hook.remove()
+        assert len(calls) == passes, aux
+
+
+# --- SL-ViT: Shifted Patch Tokenization and Locality Self-Attention -------------------------------------------
+
+def test_spt_shifts_half_a_patch_along_each_diagonal_with_zero_borders():
+    from ssat.models.slvit import ShiftedPatchTokenization, shift_copies
+    x = torch.arange(1, 65, dtype=torch.float32).view(1, 1, 8, 8)  # pixel ids 1..64
+    out = shift_copies(x, 2)
+    assert out.shape == (1, 5, 8, 8) and torch.equal(out[0, 0], x[0, 0])
+    at = lambda i, j: 0.0 if not (0 <= i < 8 and 0 <= j < 8) else float(x[0, 0, i, j])
+    for c, (di, dj) in enumerate([(-2, -2), (-2, 2), (2, -2), (2, 2)], start=1):  # lu, ru, lb, rb
+        want = torch.tensor([[at(i + di, j + dj) for j in range(8)] for i in range(8)])
+        assert torch.equal(out[0, c], want), c
+    spt = ShiftedPatchTokenization(img_size=8, patch_size=4, in_chans=3, embed_dim=7)
+    assert spt.patches(torch.zeros(2, 3, 8, 8)).shape == (2, 4, 5 * 3 * 16)  # 5C channels, p² each
+    assert spt(torch.zeros(2, 3, 8, 8)).shape == (2, 4, 7)
+
+
+def test_no_visible_token_holds_a_masked_pixel_after_masking():
+    from ssat.auxtasks.masking import random_masking
+    from ssat.models import build_backbone
+    backbone = build_backbone("slvit_tiny", img_size=16, patch_size=4, in_chans=1, num_classes=3)
+    x = torch.arange(1, 257, dtype=torch.float32).view(1, 1, 16, 16).repeat(2, 1, 1, 1)  # ids, 0 = zero padding
+    seen = []
+    hook = backbone.encoder.patch_embed.norm.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
+    torch.manual_seed(0)
+    masking = random_masking(2, backbone.num_patches, 0.75, x.device)
+    backbone.forward_masked(x, masking.ids_keep)
+    hook.remove()
+    patch_of = x[0, 0].view(4, 4, 4, 4).permute(0, 2, 1, 3).reshape(16, 16)  # token -> its own pixel ids
+    for b in range(2):
+        masked = set(patch_of[masking.mask[b].bool()].flatten().tolist())
+        visible = seen[0][b][masking.ids_keep[b]]  # the tokens that enter the encoder
+        assert masked and not masked & set(visible.flatten().tolist())
+        own = set(patch_of[masking.ids_keep[b]].flatten().tolist())
+        assert own <= set(visible.flatten().tolist())  # each visible token keeps its own pixels
+
+
+def test_lsa_with_two_tokens_attends_only_to_the_other_and_learns_its_temperature():
+    from ssat.models.slvit import LocalitySelfAttention
+    attn = LocalitySelfAttention(8, num_heads=2)
+    with torch.no_grad():  # the output projection as the identity: _attend's output is the attended values
+        attn.proj.weight.copy_(torch.eye(8))
+        attn.proj.bias.zero_()
+    assert torch.allclose(attn.temperature.detach(), torch.full((2,), 4 ** -0.5))  # d_head^-1/2
+    q, k, v = (torch.randn(1, 2, 2, 4) for _ in range(3))  # (B, heads, tokens, d)
+    out = attn._attend(q, k, v)
+    other = v.flip(2).transpose(1, 2).reshape(1, 2, 8)  # each token gets exactly the other's value, per head
+    assert torch.allclose(out, other, atol=1e-6)
+    x = torch.randn(1, 5, 8)  # and for more tokens: no token attends to itself, whatever its scores
+    attn(x).pow(2).sum().backward()
+    assert attn.temperature.grad is not None and attn.temperature.grad.abs().sum() > 0

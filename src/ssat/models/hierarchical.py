@@ -63,9 +63,11 @@ class SwinBackbone(TimmBackbone):
         """One classification pass -> (logits, pooled, {stage: (B, C, h, w) before the final norm})."""
         enc = self.encoder
         stages = len(enc.layers)
-        final, maps = enc.forward_intermediates(x, indices=[s % stages for s in levels], norm=False,
-                                                output_fmt="NCHW")
-        return enc.forward_head(final), enc.forward_head(final, pre_logits=True), dict(zip(levels, maps))
+        wanted = sorted({s % stages for s in levels})
+        final, maps = enc.forward_intermediates(x, indices=wanted, norm=False, output_fmt="NCHW")
+        by_stage = dict(zip(wanted, maps))
+        return enc.forward_head(final), enc.forward_head(final, pre_logits=True), {s: by_stage[s % stages]
+                                                                                  for s in levels}
 
 
 class ResNetBackbone(TimmBackbone):

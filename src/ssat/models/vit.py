@@ -80,9 +80,11 @@ class TimmViT(nn.Module):
         before the final norm, no prefix tokens}) (timm's forward_intermediates: the same computation as forward)."""
         enc = self.encoder
         depth = len(enc.blocks)
-        final, maps = enc.forward_intermediates(x, indices=[b % depth for b in levels], norm=False,
-                                                output_fmt="NCHW")
-        return enc.forward_head(final), enc.forward_head(final, pre_logits=True), dict(zip(levels, maps))
+        wanted = sorted({b % depth for b in levels})
+        final, maps = enc.forward_intermediates(x, indices=wanted, norm=False, output_fmt="NCHW")
+        by_block = dict(zip(wanted, maps))
+        return enc.forward_head(final), enc.forward_head(final, pre_logits=True), {b: by_block[b % depth]
+                                                                                  for b in levels}
 
     def no_weight_decay(self) -> set[str]:
         return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
