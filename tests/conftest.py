@@ -49,7 +49,8 @@ def _restore_torch_globals():
 # Fewer blocks per stage, same widths, strides, windows and heads: depth changes no shape, and full-depth ViT-B /
 # Swin-T / CvT-13 in every shape test would make them the slowest tests in the suite. Two blocks per Swin stage keep
 # a shifted-window block in each; timm lets these override a model's defaults.
-SHALLOW = {"vit": dict(depth=1), "video_vit": dict(depth=1), "slvit": dict(depth=1), "swin": dict(depths=(2, 2, 2, 2)),
+SHALLOW = {"vit": dict(depth=1), "video_vit": dict(depth=1), "slvit": dict(depth=1), "cifar_resnet": dict(depth=1),
+           "swin": dict(depths=(2, 2, 2, 2)),
            "resnet": dict(layers=(1, 1, 1, 1))}
 
 
@@ -71,3 +72,19 @@ def run_error(capsys, argv) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ssat: error: ") and "Traceback" not in err, err
     return lines[0]
+
+
+def make_teacher(folder, in_chans: int = 3, classes: int = 10, depth: int = 9, **options):
+    """A cifar_resnet56 run's model.safetensors as `ssat train` writes it (untrained weights, BatchNorm statistics
+    as initialised): what --guidance-teacher reads. `options`: the teacher's config where it differs."""
+    from ssat.models.cifar_resnet import CifarResNetBackbone
+    from ssat.runs import save_weights
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = Config.from_dict({"model": "cifar_resnet56", "method": "scratch", "img_size": 32, "patch_size": 4,
+                            **options})
+    net = CifarResNetBackbone(img_size=32, patch_size=4, in_chans=in_chans, num_classes=classes, depth=depth)
+    save_weights(folder / "model.safetensors", net.encoder.state_dict(),
+                 {"config": cfg.to_dict(), "data": {"classes": [str(c) for c in range(classes)],
+                                                    "in_chans": in_chans, "mean": [0.5] * in_chans,
+                                                    "std": [0.25] * in_chans}})
+    return folder

@@ -215,3 +215,63 @@ def test_lsa_with_two_tokens_attends_only_to_the_other_and_learns_its_temperatur
     x = torch.randn(1, 5, 8)  # and for more tokens: no token attends to itself, whatever its scores
     attn(x).pow(2).sum().backward()
     assert attn.temperature.grad is not None and attn.temperature.grad.abs().sum() > 0
+
+
+# --- locality guidance: a CNN teacher trained first on the same images ----------------------------------------
+
+def test_the_teachers_stage_maps_at_32px():
+    from ssat.models import build_backbone
+    teacher = build_backbone("cifar_resnet56", img_size=32, patch_size=4, in_chans=3, num_classes=10)
+    maps = teacher.forward_maps(torch.zeros(2, 3, 32, 32), (0, 1, 2))[2]
+    assert [tuple(m.shape[1:]) for m in maps.values()] == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
+    assert sum(p.numel() for p in teacher.parameters()) == pytest.approx(0.86e6, rel=0.02)  # ResNet-56's 0.85 M
+
+
+def test_guidance_is_zero_when_the_maps_agree_and_never_trains_the_teacher():
+    from ssat.auxtasks.guidance import GuidanceTask
+    from ssat.auxtasks.registry import TokenMaps
+
+    class Teacher(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward_maps(self, x, levels):
+            return None, None, {i: self.w * x[:, :2].repeat(1, i + 1, 1, 1)[..., ::2 ** i, ::2 ** i]
+                                for i in levels}
+
+    task = GuidanceTask(Teacher(), 8, (0, -1), [2, 4], [2, 4])
+    with torch.no_grad():
+        for adapter in task.adapters:
+            adapter.weight.copy_(torch.eye(adapter.weight.shape[0]).view_as(adapter.weight))
+            adapter.bias.zero_()
+    x = torch.randn(3, 2, 8, 8)
+    agree = TokenMaps(x, {0: x, -1: x.repeat(1, 2, 1, 1)[..., ::2, ::2]})
+    loss, _ = task.loss(None, x, maps=agree)
+    assert float(loss.detach()) == 0.0
+    other = TokenMaps(x, {0: x + 1, -1: agree.levels[-1]})
+    loss, parts = task.loss(None, x, maps=other)
+    assert float(loss.detach()) == pytest.approx(1.0) and "loss_guidance" in parts  # MSE of a shift by 1
+    loss.backward()
+    assert task.teacher.w.grad is None and not task.teacher.training
+    task.train()
+    assert not task.teacher.training  # frozen in eval mode, whatever mode the model is put in
+
+
+def test_guidance_after_its_teacher_from_the_cli(tmp_path, tiny_flags, capsys):
+    teacher = tmp_path / "teacher"
+    common = [*tiny_flags, "--per-class", "4"]
+    assert main(["train", *common, "--model", "cifar_resnet56", "--method", "scratch", "--img-size", "8",
+                 "--out", str(teacher)]) == 0
+    out = tmp_path / "student"
+    assert main(["train", *common, "--aux", "mae+guidance", "--aux-weights", "1,2.5", "--guidance-teacher",
+                 str(teacher), "--guidance-blocks", "0,1,1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["aux_options"]["guidance_teacher"] == str(teacher)
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["loss_aux_guidance"] > 0
+    capsys.readouterr()
+    line = run_error(capsys, ["train", *tiny_flags, "--per-class", "5", "--aux", "guidance", "--guidance-teacher",
+                              str(teacher), "--guidance-blocks", "0,1,1", "--out", str(tmp_path / "leak")])
+    assert "was trained on other data than this run (per_class 4 vs 5)" in line and "leak" in line
+    line = run_error(capsys, ["train", *tiny_flags, "--aux", "guidance", "--out", str(tmp_path / "none")])
+    assert "--aux guidance needs --guidance-teacher RUN" in line

@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 
+from conftest import make_teacher
 from ssat import engine, objective
 from ssat.auxtasks import AUX_TASKS
 from ssat.config import Config, default_patch_size
@@ -58,10 +59,13 @@ def one_step(model: str, method: str, aux, size: int) -> None:
                "patch_size": default_patch_size(size, model), "batch_size": 4}
     if aux is not None:
         options["aux"] = aux
+    in_chans = 1 if size in (8, 28) else 3
+    if aux == "guidance":  # its teacher: a (shallow) cifar_resnet56 run on the same data, one block per stage
+        options.update(guidance_teacher=str(TEACHERS[in_chans]), guidance_blocks="0,-1,-1")
     cfg = Config.from_dict(options).validate()
     torch.manual_seed(0)
     frames = FRAMES if MODELS[model].capabilities.video else 0  # video models read clips, image models images
-    net = build_model(cfg, num_classes=3, in_chans=1 if size in (8, 28) else 3, frames=frames)
+    net = build_model(cfg, num_classes=3, in_chans=in_chans, frames=frames)
     if hasattr(net.backbone, "total_stride"):  # what the capability declares is what the backbone does
         assert net.backbone.total_stride == cfg.patch_size * MODELS[model].capabilities.stage_downsampling
     two_views = (aux in AUX_TASKS and AUX_TASKS[aux].views == 2)
@@ -80,6 +84,15 @@ def one_step(model: str, method: str, aux, size: int) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, after)), "the encoder did not move"
     net.eval()
     assert net.predict(x).shape == (4, 3)
+
+
+TEACHERS = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _teachers(tmp_path_factory):
+    for chans in (1, 3):
+        TEACHERS[chans] = make_teacher(tmp_path_factory.mktemp(f"teacher{chans}"), chans, classes=3, depth=1)
 
 
 @pytest.mark.parametrize("model,method,aux,size", list(combos()),

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ssat.auxtasks import build_aux, resolve_aux
+from ssat.auxtasks.registry import TokenMaps
 from ssat.errors import UserError
 from ssat.methods import METHODS
 from ssat.models import build_backbone
@@ -133,12 +134,15 @@ class SSATModel(nn.Module):
         # Tasks that read the token maps of the classification pass (drloc, guidance) get them from that pass.
         levels = getattr(self.aux, "map_blocks", ()) if self.aux is not None else ()
         if not self.primary:
-            maps = {"maps": self.backbone.forward_maps(aux_input, levels)[2]} if levels else {}
+            maps = {"maps": TokenMaps(aux_input, self.backbone.forward_maps(aux_input, levels)[2])} if levels else {}
             loss_aux, aux_parts = self.aux.loss(self.backbone, aux_input, other_view, **maps)
+            if hasattr(self.aux, "take_terms"):
+                self.aux.take_terms()  # one auxiliary loss alone: nothing to split
             return StepOutput(loss_aux, None, {"loss_aux": loss_aux.detach(), **aux_parts})
         features, maps = None, {}
         if levels:
-            logits, features, maps["maps"] = self.backbone.forward_maps(images, levels)
+            logits, features, by_level = self.backbone.forward_maps(images, levels)
+            maps["maps"] = TokenMaps(images, by_level)
             features = features if other_view is not None else None
         elif self.aux is not None and self.aux.embeds_other_view and other_view is not None:
             # The task embeds the primary view too: one encoder pass serves both (drop-path draws once).
@@ -155,7 +159,7 @@ class SSATModel(nn.Module):
         parts = {"loss_primary": loss_primary.detach(), "loss_aux": loss_aux.detach(), **aux_parts,
                  "w_primary": w_p.detach(), "w_aux": w_a.detach()}
         terms, names = (term_p, term_a), ("primary", "aux")
-        group = getattr(self.aux, "terms", None)
+        group = self.aux.take_terms() if hasattr(self.aux, "take_terms") else None
         if group is not None:  # several tasks: each one's share of the auxiliary term, for the gradient probe
             shares = [w_a.detach() * t for t in group[:-1]]
             terms = (term_p, *shares, term_a - sum(shares))  # the last takes the rest: the same total, exactly

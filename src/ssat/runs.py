@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ssat.config import Config, save_yaml
 from ssat.errors import UserError, first_line
+from ssat.weightfile import read_weights
 
 CHECKPOINT = "checkpoint-last.pt"
 WEIGHTS = "model.safetensors"
@@ -313,23 +313,7 @@ def load_trained(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     directory, a model.safetensors or a checkpoint-last.pt."""
     path = resolve_checkpoint(path, prefer=WEIGHTS)
     if path.suffix == ".safetensors":
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-            tensors = load_file(str(path))
-        except Exception as e:  # any failure to parse means the file is not ours or is damaged
-            raise UserError(f"{path} is not a readable safetensors file ({e}); re-export it with `ssat train`") \
-                from None
-        if "config" not in meta or "data" not in meta:
-            raise UserError(f"{path} has no ssat metadata (config, data); pass a model.safetensors written by "
-                            f"`ssat train`")
-        data = meta["data"]
-        if not isinstance(meta["config"], dict) or not isinstance(data, dict) or \
-                not isinstance(data.get("classes"), list) or not isinstance(data.get("in_chans"), int) or \
-                not all(isinstance(data.get(k), list) for k in ("mean", "std")):
-            raise UserError(f"{path}: its ssat metadata is malformed (config must be a mapping; data must hold "
-                            f"classes, in_chans, mean and std); re-export it with `ssat train`")
-        return tensors, meta
+        return read_weights(path)
     state = load_checkpoint(path, need=WEIGHTS_KEYS)
     prefix = "backbone.encoder."
     tensors = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}

@@ -46,7 +46,7 @@ class DRLocTask(AuxTask):
                                  nn.ReLU(inplace=True), nn.Linear(hidden, 2))
 
     def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None, other_features=None, maps=None):
-        grid = final_map(backbone, maps[-1])
+        grid = final_map(backbone, maps.levels[-1])
         b, _, h, w = grid.shape
         pos_u, pos_v = (torch.randint(0, h * w, (b, self.pairs), device=grid.device) for _ in range(2))
         pairs, target = sample_pairs(grid, pos_u, pos_v, self.signed)

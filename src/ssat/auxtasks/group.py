@@ -26,14 +26,14 @@ class AuxGroup(AuxTask):
         if balance == "ema":
             self.register_buffer("running", torch.zeros(len(tasks)))  # each task's running mean; 0 = not started
         self.embeds_other_view = any(t.embeds_other_view for t in tasks.values())
-        self.map_blocks = tuple(sorted({b for t in tasks.values() for b in getattr(t, "map_blocks", ())}))
+        self.map_blocks = tuple(sorted({b for t in tasks.values() for b in t.map_blocks}))
         self.reconstructs = any(t.reconstructs for t in tasks.values())
         self.terms: Optional[list[torch.Tensor]] = None  # each task's weighted term of the last loss, undetached
 
     def loss(self, backbone: nn.Module, images: torch.Tensor, other_view=None, other_features=None, maps=None):
         losses, parts = [], {}
         for name, task in self.tasks.items():
-            kwargs = {"maps": maps} if getattr(task, "map_blocks", ()) else {}
+            kwargs = {"maps": maps} if task.map_blocks else {}
             features = other_features if task.embeds_other_view else None
             loss, task_parts = task.loss(backbone, images, other_view, features, **kwargs)
             losses.append(loss.float())
@@ -49,6 +49,12 @@ class AuxGroup(AuxTask):
             scale = scale / self.running.clamp_min(1e-12)
         self.terms = list(scale * stacked)
         return sum(self.terms), parts
+
+    def take_terms(self) -> Optional[list[torch.Tensor]]:
+        """Each task's weighted term of the last loss (for the gradient probe), handed over once: the module keeps
+        no reference into the graph (it could not be copied, and would hold the graph's memory)."""
+        terms, self.terms = self.terms, None
+        return terms
 
     @torch.no_grad()
     def after_step(self, backbone: nn.Module, progress: float) -> None:

@@ -31,6 +31,7 @@ class AuxTask(nn.Module):
     """Interface of every auxiliary task."""
 
     embeds_other_view = False  # True: the loss reads backbone.embed(other_view); the primary pass can supply it
+    map_blocks: tuple[int, ...] = ()  # token-map levels it reads from the classification pass (loss(..., maps=))
 
     def loss(self, backbone: nn.Module, images: torch.Tensor, other_view: Optional[torch.Tensor] = None,
              other_features: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -45,6 +46,13 @@ class AuxTask(nn.Module):
     def reconstruct(self, backbone: nn.Module, images: torch.Tensor) -> "Reconstruction":
         """The task's view of `images` (normalised input space): what it hid, and its prediction of it."""
         raise NotImplementedError
+
+
+class TokenMaps(NamedTuple):
+    """What a task with `map_blocks` reads from the classification pass: the images that pass saw and the token maps
+    (B, C, h, w) of the levels it asked for (blocks of a ViT, stages of a hierarchical model; -1 the last)."""
+    images: torch.Tensor
+    levels: dict[int, torch.Tensor]
 
 
 class Reconstruction(NamedTuple):
