@@ -19,5 +19,17 @@ timeout 520 python3 -m ssat sweep configs/study/digits-gpu.yaml --parallel 15
 echo "=== report ($(date +%T))"
 python3 -m ssat report runs/study-digits-gpu --out "$OUT/report" && cp "$OUT/report/results.md" "$OUT/results.md"
 cat "$OUT/results.md"
+# The state-of-the-art comparison (configs/sota-cifar.yaml: CvT-13 + drloc, SL-ViT, DeiT-Ti + guidance, each with
+# and without SSAT): only where CIFAR is on the machine (data/cifar-10-batches-py, data/cifar-100-python; the lent
+# GPU cannot download and CIFAR is larger than what a call carries). Its 100 runs are days of GPU time: set
+# SOTA_SECONDS to spend that long on it (the next call resumes it; teachers first).
+if [ -n "${SOTA_SECONDS:-}" ] && [ -d data/cifar-10-batches-py ] && [ -d data/cifar-100-python ]; then
+  echo "=== sota-cifar ($(date +%T))"
+  timeout "$SOTA_SECONDS" sh -c 'python3 -m ssat sweep configs/sota-cifar-teachers.yaml --parallel 2 &&
+    python3 -m ssat sweep configs/sota-cifar.yaml --parallel 4'
+  python3 -m ssat report runs/sota-cifar --out "$OUT/sota-report" 2>/dev/null && cat "$OUT/sota-report/results.md"
+else
+  echo "=== sota-cifar skipped: set SOTA_SECONDS and put CIFAR-10 / CIFAR-100 under data/"
+fi
 echo "=== done ($(date +%T))"
 } 2>&1 | tee "$OUT/study-gpu.log"

@@ -275,3 +275,29 @@ def test_guidance_after_its_teacher_from_the_cli(tmp_path, tiny_flags, capsys):
     assert "was trained on other data than this run (per_class 4 vs 5)" in line and "leak" in line
     line = run_error(capsys, ["train", *tiny_flags, "--aux", "guidance", "--out", str(tmp_path / "none")])
     assert "--aux guidance needs --guidance-teacher RUN" in line
+
+
+def test_the_compose_digits_study_runs_its_teacher_then_its_arms(tmp_path):
+    """configs/study/compose-digits*.yaml at one epoch on 2 images per class: the teacher sweep's folder is the one
+    the guidance arms name, and teacher and students agree on their training images."""
+    import yaml
+
+    from ssat.commands.sweep import read_sweep
+    root = __import__("pathlib").Path(__file__).parents[1] / "configs" / "study"
+    quick = dict(epochs=1, warmup_epochs=0, per_class=3, device="cpu", val_fraction=0.34)
+    for name, arms in (("compose-digits-teacher", None), ("compose-digits", ("vit-guidance-ssat", "cvt-ssat-drloc",
+                                                                               "slvit-ssat"))):
+        spec = read_sweep(str(root / f"{name}.yaml"))
+        spec["base"].update(quick)
+        spec["grid"]["seed"] = [0]
+        spec["out"] = str(tmp_path / "runs")
+        if arms:
+            spec["arms"] = {a: {**spec["arms"][a]} for a in arms}
+            for a in spec["arms"].values():
+                if "guidance_teacher" in a:
+                    a["guidance_teacher"] = str(tmp_path / a["guidance_teacher"])
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        assert main(["sweep", str(path)]) == 0
+    done = sorted(p.parent.name for p in (tmp_path / "runs" / "compose-digits").glob("*/summary.json"))
+    assert done == ["arm=cvt-ssat-drloc-seed=0", "arm=slvit-ssat-seed=0", "arm=vit-guidance-ssat-seed=0"]
