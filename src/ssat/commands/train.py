@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from ssat import hostmem
-from ssat.auxtasks import AUX_TASKS
+from ssat.auxtasks import AUX_TASKS, task_names
 from ssat.commands import add_config_flags, registry_epilog
 from ssat.config import RESUMABLE, Config, config_type, load_yaml
 from ssat.errors import UserError
@@ -66,9 +66,9 @@ def main_pretrain(args: argparse.Namespace) -> int:
     cfg, state = config_from_args(args)
     if not args.resume:
         task = getattr(args, "method", "pretrain")
-        if task not in AUX_TASKS and task != "pretrain":
-            raise UserError(f"`ssat pretrain --method` names the self-supervised task: one of "
-                            f"{', '.join(AUX_TASKS)}, got '{task}'")
+        if task != "pretrain" and not all(n in AUX_TASKS for n in task_names(task)):
+            raise UserError(f"`ssat pretrain --method` names the self-supervised task(s): one of "
+                            f"{', '.join(AUX_TASKS)} or several joined by '+', got '{task}'")
         cfg = dataclasses.replace(cfg, method="pretrain", aux=cfg.aux if task == "pretrain" else task)
     return run(args, cfg, state)
 
