@@ -14,7 +14,8 @@ def test_auto_picks_the_masked_task_a_backbone_supports_and_mae_on_swin_is_refus
     from ssat.models import MODELS
     assert [resolve_aux("auto", MODELS[m].capabilities) for m in ("vit_tiny", "swin_tiny", "cvt_13")] == \
         ["mae", "simmim", "simmim"]
-    with pytest.raises(__import__("ssat").UserError, match="use --aux dino or simclr or simmim with it"):
+    with pytest.raises(__import__("ssat").UserError,
+                       match="use --aux dino or drloc or guidance or simclr or simmim with it"):
         build_model(Config(model="swin_tiny", method="ssat", aux="mae", img_size=32, patch_size=2).validate(),
                     num_classes=10, in_chans=3)
     out = tmp_path / "run"  # the run records the task that actually ran, not 'auto'

@@ -17,7 +17,7 @@ from ssat.config import Config
     (["--model", "vit_huge_nonexistent"], "unknown model 'vit_huge_nonexistent'; choose one of: "),
     (["--dataset", "imagenet22k"], "unknown data set 'imagenet22k'; choose one of: "),
     (["--method", "byol"], "unknown method 'byol'; choose one of: pretrain, scratch, ssat, sslft"),
-    (["--aux", "jigsaw"], "unknown auxiliary task 'jigsaw'; choose one of: auto, dino, mae, simclr, simmim"),
+    (["--aux", "jigsaw"], "unknown auxiliary task 'jigsaw'; choose one of: auto, dino, drloc, guidance, mae"),
     (["--lambda", "1.5"], "--lambda must be in [0, 1], got 1.5"),
     (["--lambda", "-0.1"], "--lambda must be in [0, 1]"),
     (["--mask-ratio", "1"], "--mask-ratio must be in (0, 1), got 1.0"),

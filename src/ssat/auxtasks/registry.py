@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 import torch.nn as nn
 
-from ssat.errors import UserError
+from ssat.errors import EXTENSION_HINT, UserError
 from ssat.methods import METHODS
 from ssat.options import declare_options, refuse_duplicate
 
@@ -147,14 +147,14 @@ def check_aux(aux: str) -> list[AuxSpec]:
     names = task_names(aux)
     if names == ["auto"]:
         return []
-    known = ", ".join(sorted(AUX_TASKS))
+    known = ", ".join(sorted([*AUX_TASKS, "auto"]))
     for n in names:
         if n == "auto":
             raise UserError(f"--aux {aux}: 'auto' stands alone; name each task of a list (e.g. mae+drloc)")
         if n not in AUX_TASKS:
             where = f" in --aux {aux}" if len(names) > 1 else ""
-            raise UserError(f"unknown auxiliary task '{n}'{where}; choose one of: {known}"
-                            f" (a run trained with an extension needs it loaded: name its module in SSAT_PLUGINS)")
+            raise UserError(f"unknown auxiliary task '{n}'{where}; choose one of: {known} (or several joined by "
+                            f"'+'){EXTENSION_HINT}")
     if len(set(names)) < len(names):
         raise UserError(f"--aux {aux} names a task twice; give each task once")
     return [AUX_TASKS[n] for n in names]
