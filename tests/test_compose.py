@@ -301,3 +301,18 @@ def test_the_compose_digits_study_runs_its_teacher_then_its_arms(tmp_path):
         assert main(["sweep", str(path)]) == 0
     done = sorted(p.parent.name for p in (tmp_path / "runs" / "compose-digits").glob("*/summary.json"))
     assert done == ["arm=cvt-ssat-drloc-seed=0", "arm=slvit-ssat-seed=0", "arm=vit-guidance-ssat-seed=0"]
+
+
+def test_the_teachers_forward_counts_in_the_runs_cost(tmp_path, tiny_cfg):
+    from conftest import make_teacher
+    from ssat import cost
+    teacher = make_teacher(tmp_path / "teacher", in_chans=1, classes=10, val_fraction=0.0)
+    x, y = torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
+    plain = build_model(tiny_cfg(method="scratch"), num_classes=10, in_chans=1)
+    guided = build_model(tiny_cfg(aux="guidance", guidance_teacher=str(teacher), guidance_blocks="0,1,1"),
+                         num_classes=10, in_chans=1)
+    teacher_gflops = cost.model_costs(build_model(tiny_cfg(model="cifar_resnet56", method="scratch", img_size=32,
+                                                           patch_size=4), num_classes=10, in_chans=1),
+                                      torch.randn(2, 1, 32, 32), y)["gflops_inference"]
+    extra = cost.model_costs(guided, x, y)["gflops_train_step"] - cost.model_costs(plain, x, y)["gflops_train_step"]
+    assert extra >= teacher_gflops > 0  # the teacher's forward at its own 32 px, on every training image
