@@ -308,9 +308,9 @@ def test_the_teachers_forward_counts_in_the_runs_cost(tmp_path, tiny_cfg):
     from ssat import cost
     teacher = make_teacher(tmp_path / "teacher", in_chans=1, classes=10, val_fraction=0.0)
     x, y = torch.randn(2, 1, 8, 8), torch.tensor([0, 1])
-    plain = build_model(tiny_cfg(method="scratch"), num_classes=10, in_chans=1)
-    guided = build_model(tiny_cfg(aux="guidance", guidance_teacher=str(teacher), guidance_blocks="0,1,1"),
-                         num_classes=10, in_chans=1)
+    plain = build_model(tiny_cfg(method="scratch", img_size=8, patch_size=2), num_classes=10, in_chans=1)
+    guided = build_model(tiny_cfg(aux="guidance", guidance_teacher=str(teacher), guidance_blocks="0,1,1", img_size=8,
+                                  patch_size=2), num_classes=10, in_chans=1)
     teacher_gflops = cost.model_costs(build_model(tiny_cfg(model="cifar_resnet56", method="scratch", img_size=32,
                                                            patch_size=4), num_classes=10, in_chans=1),
                                       torch.randn(2, 1, 32, 32), y)["gflops_inference"]

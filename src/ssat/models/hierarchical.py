@@ -11,7 +11,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from ssat.models.layers import pooled_features
+from ssat.models.layers import intermediate_maps, pooled_features
 from ssat.models.registry import Capabilities, register_model
 
 
@@ -61,13 +61,7 @@ class SwinBackbone(TimmBackbone):
 
     def forward_maps(self, x: torch.Tensor, levels: tuple[int, ...]):
         """One classification pass -> (logits, pooled, {stage: (B, C, h, w) before the final norm})."""
-        enc = self.encoder
-        stages = len(enc.layers)
-        wanted = sorted({s % stages for s in levels})
-        final, maps = enc.forward_intermediates(x, indices=wanted, norm=False, output_fmt="NCHW")
-        by_stage = dict(zip(wanted, maps))
-        return enc.forward_head(final), enc.forward_head(final, pre_logits=True), {s: by_stage[s % stages]
-                                                                                  for s in levels}
+        return intermediate_maps(self.encoder, x, levels, len(self.encoder.layers))
 
 
 class ResNetBackbone(TimmBackbone):

@@ -100,6 +100,16 @@ def logits_and_features(encoder: nn.Module, x: torch.Tensor) -> tuple[torch.Tens
     return encoder.forward_head(tokens), encoder.forward_head(tokens, pre_logits=True)
 
 
+def intermediate_maps(encoder: nn.Module, x: torch.Tensor, levels: tuple[int, ...], count: int):
+    """`forward_maps` of a timm encoder with `forward_intermediates` (ViT: blocks, Swin: stages; `count` of them):
+    one classification pass -> (logits, pooled features, {level: (B, C, h, w) before the final norm}); -1 the last."""
+    wanted = sorted({level % count for level in levels})
+    final, maps = encoder.forward_intermediates(x, indices=wanted, norm=False, output_fmt="NCHW")
+    by_index = dict(zip(wanted, maps))
+    return (encoder.forward_head(final), encoder.forward_head(final, pre_logits=True),
+            {level: by_index[level % count] for level in levels})
+
+
 def pooled_features(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What the classifier head reads (class token or pooled map), for any encoder with timm's
     forward_features / forward_head(pre_logits=True) interface."""

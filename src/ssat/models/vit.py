@@ -13,7 +13,7 @@ from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
 from ssat.errors import UserError
-from ssat.models.layers import Attention, as_float32_conv, gather_tokens, pooled_features
+from ssat.models.layers import Attention, as_float32_conv, gather_tokens, intermediate_maps, pooled_features
 from ssat.models.registry import Capabilities, register_model
 
 
@@ -78,13 +78,7 @@ class TimmViT(nn.Module):
     def forward_maps(self, x: torch.Tensor, levels: tuple[int, ...]):
         """One classification pass -> (logits, pooled features, {block: (B, D, h, w) patch tokens after that block,
         before the final norm, no prefix tokens}) (timm's forward_intermediates: the same computation as forward)."""
-        enc = self.encoder
-        depth = len(enc.blocks)
-        wanted = sorted({b % depth for b in levels})
-        final, maps = enc.forward_intermediates(x, indices=wanted, norm=False, output_fmt="NCHW")
-        by_block = dict(zip(wanted, maps))
-        return enc.forward_head(final), enc.forward_head(final, pre_logits=True), {b: by_block[b % depth]
-                                                                                  for b in levels}
+        return intermediate_maps(self.encoder, x, levels, len(self.encoder.blocks))
 
     def no_weight_decay(self) -> set[str]:
         return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
