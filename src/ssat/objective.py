@@ -136,8 +136,7 @@ class SSATModel(nn.Module):
         if not self.primary:
             maps = {"maps": TokenMaps(aux_input, self.backbone.forward_maps(aux_input, levels)[2])} if levels else {}
             loss_aux, aux_parts = self.aux.loss(self.backbone, aux_input, other_view, **maps)
-            if hasattr(self.aux, "take_terms"):
-                self.aux.take_terms()  # one auxiliary loss alone: nothing to split
+            self.aux.take_terms()  # one auxiliary loss alone: nothing to split
             return StepOutput(loss_aux, None, {"loss_aux": loss_aux.detach(), **aux_parts})
         features, maps = None, {}
         if levels:
@@ -159,10 +158,10 @@ class SSATModel(nn.Module):
         parts = {"loss_primary": loss_primary.detach(), "loss_aux": loss_aux.detach(), **aux_parts,
                  "w_primary": w_p.detach(), "w_aux": w_a.detach()}
         terms, names = (term_p, term_a), ("primary", "aux")
-        group = self.aux.take_terms() if hasattr(self.aux, "take_terms") else None
+        group = self.aux.take_terms()
         if group is not None:  # several tasks: each one's share of the auxiliary term, for the gradient probe
             shares = [w_a.detach() * t for t in group[:-1]]
-            terms = (term_p, *shares, term_a - sum(shares))  # the last takes the rest: the same total, exactly
+            terms = (term_p, *shares, term_a - sum(shares))  # the last takes the rest: they add up to term_a
             names = ("primary", *(f"aux_{n}" for n in self.aux.tasks))
         return StepOutput(term_p + term_a, logits, parts, terms, names)
 

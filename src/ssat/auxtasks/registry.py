@@ -41,6 +41,10 @@ class AuxTask(nn.Module):
     def after_step(self, backbone: nn.Module, progress: float) -> None:
         """Called after each optimizer step; `progress` runs from 0 to 1 over training."""
 
+    def take_terms(self) -> Optional[list[torch.Tensor]]:
+        """Several tasks in one (AuxGroup): each task's weighted term of the last loss, for the gradient probe."""
+        return None
+
     reconstructs = False  # True: `reconstruct` draws what the task predicts (`ssat reconstruct`)
 
     def reconstruct(self, backbone: nn.Module, images: torch.Tensor) -> "Reconstruction":

@@ -84,8 +84,11 @@ class LocalitySelfAttention(Attention):
         return super()._attend(q, k, v, others if attn_mask is None else attn_mask & others)
 
 
+SLVIT = Capabilities(drops_patches=True, layer_decay=True, token_maps=True)
+
+
 class SLViTBackbone(TimmViT):
-    capabilities = None  # set at registration
+    capabilities = SLVIT
 
     def __init__(self, *, img_size: int, patch_size: int, in_chans: int, num_classes: int, drop_path: float,
                  global_pool: str, pos_embed: str, init: str = "timm", cfg=None, embed_dim: int = 192,
@@ -128,7 +131,5 @@ class SLViTOptions:
     lsa: bool = opt(True, "SL-ViT: Locality Self-Attention (--no-lsa: plain attention, for ablations)", "model")
 
 
-SLVIT = Capabilities(drops_patches=True, layer_decay=True, token_maps=True)
-SLViTBackbone.capabilities = SLVIT
 register_model("slvit_tiny", SLViTBackbone, "SL-ViT: 192-d, 9 blocks, 12 heads, MLP ratio 2, SPT + LSA", SLVIT,
                options=SLViTOptions)
