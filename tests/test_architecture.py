@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lower number = lower layer. A module's layer is that of its longest matching prefix.
 LAYERS = {
     "ssat.errors": 0, "ssat.methods": 0, "ssat.options": 0, "ssat.flops": 0, "ssat.hostmem": 0, "ssat.version": 0,
-    "ssat.models.layers": 0, "ssat.auxtasks.masking": 0, "ssat.metrics": 0, "ssat.weightfile": 0,
+    "ssat.models.layers": 0, "ssat.auxtasks.masking": 0, "ssat.metrics": 0, "ssat.weightfile": 0, "ssat.hubweights": 0,
     "ssat.models": 1, "ssat.auxtasks": 1, "ssat.data": 1,
     "ssat.config": 2, "ssat.plugins": 2,
     "ssat.runs": 3, "ssat.records": 3, "ssat.distributed": 3, "ssat.engine": 3, "ssat.cost": 3, "ssat.tracking": 3,

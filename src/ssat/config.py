@@ -13,6 +13,7 @@ from typing import Optional
 import yaml
 
 from ssat.errors import EXTENSION_HINT, UserError, first_line
+from ssat.hubweights import is_named
 from ssat.options import OPTION_SETS, at_least, check_fields, opt, positive, within
 from ssat.plugins import ERRORS as PLUGIN_ERRORS
 from ssat.plugins import load_builtin
@@ -84,9 +85,13 @@ class CoreConfig:
                             "(xavier-uniform, as the reference; trains much slower with the small patches of small "
                             "images)", "model", choices="timm,mae")
     pretrained: Optional[str] = opt(None, "start the encoder from these weights (classifier head re-initialised): "
-                                          "a `ssat pretrain` / `ssat train` run directory or its model.safetensors, "
-                                          "a timm checkpoint file (.safetensors, .pth, .bin; e.g. ImageNet weights "
-                                          "saved once) or timm's `local-dir:FOLDER`", "model")
+                                          "'timm' (the backbone's default timm weights, e.g. ImageNet), 'timm:TAG', "
+                                          "'hf-hub:USER/REPO' (fetched once into the Hugging Face cache), a `ssat "
+                                          "pretrain` / `ssat train` run directory or its model.safetensors, a timm "
+                                          "checkpoint file (.safetensors, .pth, .bin) or `local-dir:FOLDER`", "model")
+    pretrained_sha256: Optional[str] = opt(None, "the SHA-256 of the --pretrained weights file: recorded by every "
+                                                 "run that starts from weights; given (or in a config.yaml), other "
+                                                 "weights are refused", "model")
     pos_embed: str = opt("sincos", "encoder position embedding: 'sincos' (fixed 2-D sin-cos, as the reference) or "
                                    "'learned'", "model", choices="sincos,learned")
 
@@ -267,7 +272,7 @@ class CoreConfig:
               "--mixup / --cutmix with two views (--two-views) is not supported: the views would be mixed "
               "differently; drop one of them")
         check(self.per_class is None or self.fraction == 1.0, "--per-class and --fraction exclude each other; give one")
-        if self.pretrained is not None:
+        if self.pretrained is not None and not is_named(self.pretrained):
             where = self.pretrained[len("local-dir:"):] if self.pretrained.startswith("local-dir:") else self.pretrained
             check(Path(where).expanduser().exists(),
                   f"--pretrained {self.pretrained}: no such file or folder; give a run directory, a model.safetensors, "

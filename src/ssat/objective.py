@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -22,6 +23,8 @@ import torch.nn.functional as F
 from ssat.auxtasks import build_aux, resolve_aux
 from ssat.auxtasks.registry import TokenMaps
 from ssat.errors import UserError
+from ssat.hubweights import fetch, is_named
+from ssat.hubweights import sha256 as file_sha256
 from ssat.methods import METHODS
 from ssat.models import build_backbone
 from ssat.models.layers import logits_and_features
@@ -205,8 +208,9 @@ def build_model(cfg, *, num_classes: int, in_chans: int, frames: int = 0) -> SSA
     if uses_aux and not backbone.capabilities.auxiliary:
         raise UserError(f"--model {cfg.model} is a reference baseline trained with --method scratch only; "
                         f"use a ViT, Swin or CvT backbone for --method {cfg.method}")
+    source = None
     if cfg.pretrained is not None:
-        load_pretrained_encoder(backbone, cfg.pretrained)
+        source = load_pretrained_encoder(backbone, cfg.pretrained, cfg.pretrained_sha256)
     if cfg.layer_decay < 1.0 and not backbone.capabilities.layer_decay:
         raise UserError(f"--layer-decay {cfg.layer_decay} needs a backbone with blocks grouped by depth, which "
                         f"{cfg.model} has not; use --layer-decay 1 with it")
@@ -218,15 +222,36 @@ def build_model(cfg, *, num_classes: int, in_chans: int, frames: int = 0) -> SSA
         for p in (head.parameters() if isinstance(head, nn.Module) else []):
             p.requires_grad_(False)
     weighting = LossWeighting(cfg.lam, cfg.lambda_end, cfg.lambda_schedule, cfg.balance)
-    return SSATModel(backbone, aux, lam=cfg.lam, label_smoothing=cfg.label_smoothing, primary=primary,
-                     weighting=weighting)
+    model = SSATModel(backbone, aux, lam=cfg.lam, label_smoothing=cfg.label_smoothing, primary=primary,
+                      weighting=weighting)
+    model.pretrained_source = source  # (what --pretrained resolved to, its file's SHA-256): what the run records
+    return model
 
 
-def load_pretrained_encoder(backbone: nn.Module, path: str) -> None:
-    """Copy pre-trained encoder weights (a ssat run, a timm checkpoint file, or local-dir:FOLDER) into `backbone`,
-    every tensor but the classifier head, which keeps its fresh initialisation (the class count may differ).
-    timm ViT weights for another image size or patch size are resampled as timm does when it loads them."""
+def weights_file(path: str) -> Optional[Path]:
+    """The file `load_encoder_weights(path)` reads (a run directory's model.safetensors, a local-dir's weights)."""
+    p = Path(path[len("local-dir:"):] if path.startswith("local-dir:") else path).expanduser()
+    if p.is_dir():
+        names = ("model.safetensors", "checkpoint-last.pt", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+        return next((p / n for n in names if (p / n).is_file()), None)
+    return p if p.is_file() else None
+
+
+def load_pretrained_encoder(backbone: nn.Module, path: str, sha256: Optional[str] = None) -> tuple[str, str]:
+    """Copy pre-trained encoder weights (timm / Hub weights by name, a ssat run, a timm checkpoint file, or
+    local-dir:FOLDER) into `backbone`, every tensor but the classifier head, which keeps its fresh initialisation
+    (the class count may differ). timm ViT weights for another image size or patch size are resampled as timm does
+    when it loads them. -> (the weights' resolved name, their file's SHA-256), checked against `sha256` if given."""
     from ssat.runs import load_encoder_weights
+    given = path
+    if is_named(path):
+        given, file = fetch(path, getattr(backbone, "timm_name", None))
+        path = str(file)
+    file = weights_file(path)
+    digest = file_sha256(file) if file is not None else None
+    if sha256 is not None and digest is not None and digest != sha256:
+        raise UserError(f"--pretrained {given}: its weights file has SHA-256 {digest[:12]}..., but this run records "
+                        f"{sha256[:12]}...: the weights changed since; restore them, or start a new run")
     tensors = load_encoder_weights(path)
     if getattr(backbone, "timm_name", None) and backbone.timm_name.startswith("vit_"):
         from timm.models.vision_transformer import checkpoint_filter_fn
@@ -250,3 +275,4 @@ def load_pretrained_encoder(backbone: nn.Module, path: str) -> None:
         raise UserError(f"--pretrained {path} does not fit this model ({what}); pre-train with the same --model, "
                         f"--img-size and --patch-size")
     backbone.encoder.load_state_dict({k: tensors[k] for k in wanted}, strict=False)
+    return given, digest

@@ -104,7 +104,7 @@ def _pretrain_then_finetune(cfg: Config, resume, log, state, world: World, devic
         if not world.is_main:
             pre_summary = {}
     log("stage 2/2: fine-tuning")
-    fine = dataclasses.replace(cfg, pretrained=str(pre.path), out=str(out))
+    fine = dataclasses.replace(cfg, pretrained=str(pre.path), pretrained_sha256=None, out=str(out))
     summary = _train(fine, resume, log, state, world, device)
     if summary and pre_summary:
         summary.update(pretrain_epochs=cfg.pretrain_epochs, pretrain_time_s=pre_summary["train_time_s"],
@@ -152,6 +152,9 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         model: SSATModel = build_model(cfg, num_classes=data.num_classes, in_chans=data.in_chans,
                                        frames=data.frames).to(device)
+        if model.pretrained_source is not None:  # config.yaml records which weights exactly (timm -> its tag)
+            name, digest = model.pretrained_source
+            cfg = dataclasses.replace(cfg, pretrained=name, pretrained_sha256=digest)
         effective_batch = cfg.batch_size * cfg.accum_steps * world.size
         lr = cfg.lr if cfg.lr is not None else cfg.blr * effective_batch / 256
         optimizer = engine.build_optimizer(model, lr, cfg.weight_decay, device, layer_decay=cfg.layer_decay)
