@@ -86,3 +86,17 @@ def test_offline_without_the_weights_is_one_line_naming_how_to_fetch_them(hub, t
     line = run_error(capsys, ["train", *tiny_flags, "--model", "cvt_13", "--method", "sslft", "--pretrained",
                               "timm", "--out", str(tmp_path / "z")])
     assert "no timm equivalent" in line
+
+
+def test_a_resumed_run_does_not_check_its_starting_weights_again(hub, tmp_path, tiny_flags):
+    """Its weights come from its checkpoint: weights changed on the Hub since must not stop the resume."""
+    path = put_in_cache(hub, TINY_REPO, timm.create_model("vit_tiny_patch16_224", pretrained=False).state_dict())
+    out = tmp_path / "run"
+    flags = [*tiny_flags, "--model", "vit_tiny", "--method", "sslft", "--pretrained", "timm", "--per-class", "4"]
+    assert main(["train", *flags, "--out", str(out)]) == 0
+    before = yaml.safe_load((out / "config.yaml").read_text())["pretrained_sha256"]
+    tensors = load_file(str(path))
+    tensors["blocks.0.attn.qkv.weight"] += 1
+    save_file(tensors, str(path))
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["pretrained_sha256"] == before

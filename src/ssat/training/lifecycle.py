@@ -150,9 +150,11 @@ def _train(cfg: Config, resume, log, state, world: World, device: torch.device) 
         train_loader = loaders.train
 
         seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-        model: SSATModel = build_model(cfg, num_classes=data.num_classes, in_chans=data.in_chans,
+        # A resumed run's weights come from its checkpoint: the --pretrained file it started from is not checked again
+        model: SSATModel = build_model(cfg if state is None else dataclasses.replace(cfg, pretrained_sha256=None),
+                                       num_classes=data.num_classes, in_chans=data.in_chans,
                                        frames=data.frames).to(device)
-        if model.pretrained_source is not None:  # config.yaml records which weights exactly (timm -> its tag)
+        if model.pretrained_source is not None and state is None:  # config.yaml records which weights (timm: tag)
             name, digest = model.pretrained_source
             cfg = dataclasses.replace(cfg, pretrained=name, pretrained_sha256=digest)
         effective_batch = cfg.batch_size * cfg.accum_steps * world.size
