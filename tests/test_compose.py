@@ -268,6 +268,7 @@ def test_guidance_after_its_teacher_from_the_cli(tmp_path, tiny_flags, capsys):
                  str(teacher), "--guidance-blocks", "0,1,1", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["aux_options"]["guidance_teacher"] == str(teacher)
+    assert "per_class" not in summary["aux_options"]  # what the teacher is checked against is not its option
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["loss_aux_guidance"] > 0
     capsys.readouterr()
     line = run_error(capsys, ["train", *tiny_flags, "--per-class", "5", "--aux", "guidance", "--guidance-teacher",

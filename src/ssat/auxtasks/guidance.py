@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ssat.auxtasks.registry import AuxTask, register_aux
+from ssat.auxtasks.registry import AuxTask, register_aux, unrecorded
 from ssat.data import DATASETS
 from ssat.errors import UserError
 from ssat.methods import METHODS
@@ -100,7 +100,7 @@ def load_teacher(path: str, student_cfg, num_classes: int, in_chans: int) -> tup
                         f"data options")
     teacher = build_backbone(cfg["model"], img_size=cfg["img_size"], patch_size=cfg["patch_size"],
                              in_chans=data["in_chans"], num_classes=len(data["classes"]))
-    if not getattr(teacher, "capabilities", None) or not hasattr(teacher, "forward_maps"):
+    if not hasattr(teacher, "forward_maps"):
         raise UserError(f"--guidance-teacher {path}: its model {cfg['model']} gives no stage maps; use a "
                         f"cifar_resnet56 run")
     try:
@@ -134,7 +134,7 @@ def build_guidance(backbone: nn.Module, cfg) -> AuxTask:
     if any(not -levels <= b < levels for b in blocks):
         raise UserError(f"--guidance-blocks {cfg.guidance_blocks} names a block outside {backbone.name}'s "
                         f"{levels} (0 to {levels - 1}, or -1 for the last)")
-    teacher, size = load_teacher(cfg.guidance_teacher, cfg, backbone.num_classes, backbone.in_chans)
+    teacher, size = load_teacher(cfg.guidance_teacher, unrecorded(cfg), backbone.num_classes, backbone.in_chans)
     stages = map_levels(teacher)
     if len(blocks) != stages:
         raise UserError(f"--guidance-blocks {cfg.guidance_blocks} names {len(blocks)} block(s) for the teacher's "

@@ -133,6 +133,12 @@ class ReadsOf:
         return value
 
 
+def unrecorded(cfg):
+    """The config behind a ReadsOf, for what a builder checks but does not read as its own option (the data a
+    guidance teacher must share): not recorded among the task's options."""
+    return cfg._cfg if isinstance(cfg, ReadsOf) else cfg
+
+
 def tasks_for(capabilities) -> list[str]:
     """The auxiliary tasks a backbone with these capabilities can train."""
     if not capabilities.auxiliary:
