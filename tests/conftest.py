@@ -1,4 +1,5 @@
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -14,6 +15,12 @@ TINY = dict(model="vit_test", decoder_dim=16, decoder_depth=1, decoder_heads=2, 
             warmup_epochs=0, quiet=True, deterministic=True, device="cpu", energy=False,
             precision="fp32",  # explicit: exact comparisons need fp32 whatever 'auto' picks
             lam=0.1, balance="none", val_fraction=0.0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hf_datasets_cache(tmp_path_factory):
+    """`datasets` keeps the arrow files it converts parquet into under HF_DATASETS_CACHE: a temporary one here."""
+    os.environ["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("hf-datasets-cache"))
 
 
 @pytest.fixture

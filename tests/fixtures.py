@@ -153,3 +153,50 @@ def write_csv_lists(root: Path, classes=("benign", "malignant"), per_class: int 
                 rows.append(f"{rel},{c}")
         (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def hf_split(labels, classes=("cat", "dog", "fox"), size=(16, 16), mode="RGB", seed=0, image_column="image",
+             label_column="label", label_feature="class"):
+    """A `datasets.Dataset` of generated PNG images (Image feature) and labels (ClassLabel, or plain int64 /
+    string values), as the Hub stores image classification sets. `size`: one (w, h) or a list, one per row."""
+    import io
+
+    import datasets
+    rng = np.random.default_rng(seed)
+    images = []
+    for i, y in enumerate(labels):
+        w, h = size[i] if isinstance(size, list) else size
+        shape = (h, w, 3) if mode in ("RGB", "RGBA") else (h, w)
+        if mode == "RGBA":
+            shape = (h, w, 4)
+        if mode == "I;16":
+            pixels = rng.integers(0, 65536, size=shape, dtype=np.uint16)
+        else:
+            pixels = np.clip(rng.integers(0, 120, size=shape) + 60 * int(y if y is not None else 0), 0, 255)
+            pixels = pixels.astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG")  # the mode follows from the array: L, RGB, RGBA, I;16
+        images.append({"bytes": buf.getvalue(), "path": None})
+    label_types = {"class": datasets.ClassLabel(names=list(classes)), "int": datasets.Value("int64"),
+                   "string": datasets.Value("string")}
+    features = datasets.Features({image_column: datasets.Image(), label_column: label_types[label_feature]})
+    values = [classes[y] for y in labels] if label_feature == "string" else list(labels)
+    return datasets.Dataset.from_dict({image_column: images, label_column: values}, features=features)
+
+
+def write_hf(root: Path, layout: str = "disk", per_class: int = 3, test_per_class: int = 2,
+             classes=("cat", "dog", "fox"), **split_options) -> Path:
+    """A Hugging Face image classification set written by `datasets` itself: a `save_to_disk` folder (layout
+    'disk') or parquet files in the Hub's layout `data/<split>-00000-of-00001.parquet` (layout 'parquet')."""
+    import datasets
+    datasets.disable_progress_bars()  # their stderr would be read as the CLI's
+    train = hf_split([c for c in range(len(classes)) for _ in range(per_class)], classes, seed=0, **split_options)
+    test = hf_split([c for c in range(len(classes)) for _ in range(test_per_class)], classes, seed=1,
+                    **split_options)
+    if layout == "disk":
+        datasets.DatasetDict(train=train, test=test).save_to_disk(str(root))
+    else:
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        for name, split in (("train", train), ("test", test)):
+            split.to_parquet(str(root / "data" / f"{name}-00000-of-00001.parquet"))
+    return root

@@ -12,6 +12,7 @@ from fixtures import (
     write_csv_lists,
     write_domainnet,
     write_flowers,
+    write_hf,
     write_imagefolder,
     write_medmnist,
     write_mnist,
@@ -46,12 +47,14 @@ CASES = {
     "imagenet": (lambda t: write_imagefolder(t), [], (9, 9, 3, 3)),
     "imagefolder": (lambda t: write_imagefolder(t), [], (9, 9, 3, 3)),
     "csv": (lambda t: write_csv_lists(t), [], (6, 2, 2, 3)),
+    "hf": (lambda t: write_hf(t / "hf"), [], (9, 6, 3, 3)),
+    "hf-parquet": (lambda t: write_hf(t / "hf", "parquet"), [], (9, 6, 3, 3)),
 }
 
 
 def _name(case: str) -> str:
     return {"mnist-torchvision-raw": "mnist", "flowers102-train+val": "flowers102",
-            "pneumoniamnist-64": "pneumoniamnist"}.get(case, case)
+            "pneumoniamnist-64": "pneumoniamnist", "hf-parquet": "hf"}.get(case, case)
 
 
 def _cfg(name, root, flags) -> Config:

@@ -69,7 +69,10 @@ def test_source(cfg: Config, dataset: Optional[str] = None, data_root: Optional[
 
 def resolved_root(root: Optional[str]) -> Optional[str]:
     """A data root as recorded beside an evaluation: absolute, so that one evaluated elsewhere is told apart."""
-    return None if root is None else str(Path(root).expanduser().resolve())
+    if root is None:
+        return None
+    path = Path(root).expanduser()
+    return str(path.resolve()) if path.exists() else root  # a Hub id (hf) stays as it is
 
 
 def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None, data_root: Optional[str] = None,

@@ -91,9 +91,11 @@ def setting(r: dict) -> tuple:
 
 def mark_data_variants(runs: list[dict]) -> list[dict]:
     """Set each run's `data_variant`: the values of its data set options (summary.json's `data_options`) that
-    differ between runs on the same data set, e.g. the FaceForensics++ manipulations a run trained on; runs that
-    differ there are different settings, never pooled."""
-    options = lambda r: r.get("data_options") or {}
+    differ between runs on the same data set, e.g. the FaceForensics++ manipulations a run trained on, or the Hub
+    data set an `hf` run read; runs that differ there are different settings, never pooled."""
+    # a run's data source (hf: Hub id and commit, or folder) counts as one of its options
+    options = lambda r: {**(r.get("data_options") or {}),
+                         **({"source": r["data_source"]} if r.get("data_source") else {})}
     values = defaultdict(lambda: defaultdict(set))  # data set -> option -> the values its runs had
     for r in runs:
         for k in options(r):

@@ -9,7 +9,7 @@ reports how many and which -- nothing is dropped silently."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import BinaryIO, Callable, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -20,9 +20,10 @@ from ssat.errors import UserError, first_line
 BAD_IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def decode(path: Path, mode: str = "RGB") -> Image.Image:
-    """Open and fully decode `path` (so truncation is caught here), converted to `mode`; an image already in `mode`
-    is returned as decoded, not copied (a large photo would otherwise be held twice)."""
+def decode(path: Union[Path, BinaryIO], mode: str = "RGB") -> Image.Image:
+    """Open and fully decode `path` (a file, or its bytes: Hugging Face sets) so truncation is caught here,
+    converted to `mode`; an image already in `mode` is returned as decoded, not copied (a large photo would
+    otherwise be held twice)."""
     im = Image.open(path)
     try:
         im.load()  # reads the pixels and, for a single-frame file opened by name, closes it

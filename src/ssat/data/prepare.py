@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Callable, Optional
 
@@ -30,10 +31,17 @@ def options_of(cfg, log: Optional[Callable[[str], None]] = None, splits=("train"
 
 
 def to_rgb(data: DataBundle) -> DataBundle:
-    """Grayscale array sets replicated to 3 identical channels (the statistics too)."""
+    """Grayscale sets replicated to 3 identical channels (the statistics too)."""
     if data.in_chans != 1:
         return data
-    rgb = lambda ds: ArrayDataset(np.repeat(ds.images[..., None], 3, axis=-1), ds.labels)
+
+    def rgb(ds):
+        if isinstance(getattr(ds, "images", None), np.ndarray):
+            return ArrayDataset(np.repeat(ds.images[..., None], 3, axis=-1), ds.labels)
+        ds = copy.copy(ds)  # decoded per item (hf sets of several sizes): decode to RGB
+        ds.mode = "RGB"
+        return ds
+
     return dataclasses.replace(data, train=rgb(data.train), test=rgb(data.test), in_chans=3,
                                mean=tuple(data.mean) * 3, std=tuple(data.std) * 3)
 

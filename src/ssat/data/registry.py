@@ -32,6 +32,8 @@ class DataBundle:
     frames: int = 0                # frames per clip of a video set (its items are clips); 0: images
     balanced: bool = False         # sample training items class-balanced (FaceForensics++: 1 real per 4 fakes)
     val_indices: Optional[list[int]] = None  # items of `train` the data set itself holds out for validation
+    source: Optional[str] = None   # which data, where the name does not say (hf: the Hub id and commit, or folder)
+    pinned: dict = field(default_factory=dict)  # options the loader resolved (hf_revision): config.yaml records them
 
     @property
     def num_classes(self) -> int:
@@ -73,6 +75,7 @@ class DatasetSpec:
     loader: Callable[..., DataBundle]  # (root: Path | None, download: bool, options: DataOptions) -> DataBundle
     description: str
     options: Optional[type] = None     # the dataclass of options it declared
+    root_may_be_id: bool = False       # --data-root may name data elsewhere (a Hub id) rather than a folder
 
     def defaults(self) -> dict:
         return {f.name: f.default for f in dataclasses.fields(self.options)} if self.options else {}
@@ -93,14 +96,14 @@ def eval_options() -> dict[str, str]:
             for f in dataclasses.fields(spec.options) if f.metadata.get("at_eval")}
 
 
-def register_dataset(name: str, description: str, options: Optional[type] = None):
+def register_dataset(name: str, description: str, options: Optional[type] = None, root_may_be_id: bool = False):
     """`loader(root, download, options: DataOptions) -> DataBundle`; `options` is a dataclass of
     `ssat.options.opt` fields (Config fields, flags of `ssat train` and `ssat data info`), read as `options.<name>`
     by the loader."""
     def wrap(loader):
         refuse_duplicate("data set", name, DATASETS)
         declare_options(f"data set '{name}'", options)
-        DATASETS[name] = DatasetSpec(name, loader, description, options)
+        DATASETS[name] = DatasetSpec(name, loader, description, options, root_may_be_id)
         return loader
     return wrap
 
@@ -109,11 +112,11 @@ def load_dataset(name: str, root: Optional[str] = None, download: bool = False,
                  options: Optional[DataOptions] = None) -> DataBundle:
     if name not in DATASETS:
         raise UserError(f"unknown data set '{name}'; choose one of: {', '.join(sorted(DATASETS))}{EXTENSION_HINT}")
-    path = Path(root).expanduser() if root else None
-    if path is not None and not path.exists() and not download and name != "digits":
+    path, spec = Path(root).expanduser() if root else None, DATASETS[name]
+    if path is not None and not path.exists() and not download and name != "digits" and not spec.root_may_be_id:
         raise UserError(f"--data-root {path} does not exist; point it at the folder holding the {name} files "
                         f"(or add --download where the data set can be downloaded)")
-    spec, options = DATASETS[name], options or DataOptions()
+    options = options or DataOptions()
     # the options it declared, at their defaults where the caller gave none
     options = dataclasses.replace(options, extra={**spec.defaults(), **options.extra})
     return spec.loader(path, download, options)

@@ -51,6 +51,8 @@ def resolve_for_data(cfg: Config, data: DataBundle) -> Config:
         hflip=data.hflip if cfg.hflip is None else cfg.hflip, out=cfg.out or cfg.default_out(), aux=aux,
         # contrastive / self-distillation tasks compare two augmentations
         two_views=cfg.two_views or (METHODS[cfg.method].auxiliary and views_of(aux) == 2),
+        # what the loader resolved (a Hub data set's commit), unless the run already names it
+        **{k: v for k, v in data.pinned.items() if getattr(cfg, k, None) is None},
     ).validate()
 
 

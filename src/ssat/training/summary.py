@@ -44,6 +44,7 @@ def summarize(t: Training, outcome: Outcome) -> dict:
             for suffix, result in (("", final), ("_selected", at_selected))} if t.data.frames else {}),
         "frames": t.data.frames or None,
         "data_options": {k: getattr(cfg, k) for k in DATASETS[cfg.dataset].defaults()},
+        "data_source": t.data.source,  # which data, where the data set's name does not say (hf)
         "eval_every": test_epochs(cfg, t.loaders.val is not None),
         # the test maximum over the evaluated epochs (optimistic: it looks at the test set); selected_* is the pick
         "test_acc1_max": end.test_acc1_max if primary else None,
