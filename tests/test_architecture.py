@@ -16,7 +16,7 @@ LAYERS = {
     "ssat.config": 2, "ssat.plugins": 2,
     "ssat.runs": 3, "ssat.records": 3, "ssat.distributed": 3, "ssat.engine": 3, "ssat.cost": 3, "ssat.tracking": 3,
     "ssat.objective": 3,
-    "ssat.training": 4, "ssat.inference": 4, "ssat.api": 4,
+    "ssat.training": 4, "ssat.inference": 4, "ssat.api": 4, "ssat.modelcard": 4,
     "ssat.commands": 5,
     "ssat.cli": 6, "ssat.__main__": 6, "ssat": 6,
 }

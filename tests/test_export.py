@@ -133,3 +133,56 @@ def test_best_of_an_unfinished_run_says_it_has_not_finished(tmp_path, runs, caps
     for extra in ([], ["--best"]):
         line = run_error(capsys, ["export", str(run), *extra, "--to", str(tmp_path / "x")])
         assert "the run has not finished yet; resume it" in line
+
+
+def test_the_model_card_parses_and_its_numbers_are_the_summarys(tmp_path, tiny_flags, capsys):
+    """README.md in the Hub's model-card format: huggingface_hub reads its front matter, and every accuracy in it
+    is summary.json's, labelled with the epoch it belongs to; the run's config is beside it."""
+    from huggingface_hub import ModelCard
+
+    from ssat.config import Config, load_yaml
+    run = tmp_path / "run"
+    assert main(["train", *tiny_flags, "--per-class", "6", "--val-fraction", "0.2", "--epochs", "2",
+                 "--out", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    to = tmp_path / "export"
+    assert main(["export", str(run), "--selected", "--to", str(to), "--license", "mit"]) == 0
+    card = ModelCard.load(to / "README.md")
+    assert (card.data.library_name, card.data.license, card.data.datasets) == ("timm", "mit", ["digits"])
+    assert {"image-classification", "timm", "ssat", "mae"} <= set(card.data.tags)
+    assert card.data.metrics == ["accuracy"]
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    chosen = f"validation-selected epoch ({summary['selected_epoch']})"
+    assert values == {"test top-1 accuracy (%), last epoch (2)": summary["test_acc1"],
+                      "test top-5 accuracy (%), last epoch (2)": summary["test_acc5"],
+                      f"test top-1 accuracy (%), {chosen}": summary["test_acc1_selected"],
+                      f"test top-5 accuracy (%), {chosen}": summary["test_acc5_selected"],
+                      f"validation top-1 accuracy (%), {chosen}": summary["val_acc1_selected"]}
+    assert f"These weights are from the {chosen}" in card.text
+    assert f"{summary['n_train']} trained on, {summary['n_val']} held out" in card.text
+    assert f"| test top-1 accuracy (%), last epoch (2) | {summary['test_acc1']:.2f} % |" in card.text
+    assert "ssat train --config ssat-config.yaml" in card.text and f"local-dir:{to.resolve()}" in card.text
+    written = load_yaml(to / "ssat-config.yaml")  # the run's config, without this machine's folders
+    assert written["out"] is None and written["data_root"] is None
+    assert Config.from_dict(written) == Config.from_dict({**load_yaml(run / "config.yaml"), "out": None})
+
+
+def test_a_weights_file_without_its_run_gets_a_card_without_numbers(tmp_path, runs, capsys, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import ModelCard
+
+    class Offline:  # the Hub, without a network: accepts the upload
+        def create_repo(self, **kwargs):
+            pass
+
+        def upload_folder(self, **kwargs):
+            pass
+    monkeypatch.setattr(huggingface_hub, "HfApi", Offline)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model.safetensors").write_bytes((runs[8] / "model.safetensors").read_bytes())
+    assert main(["export", str(alone / "model.safetensors"), "--to", str(tmp_path / "e"),
+                 "--push-to-hub", "me/x"]) == 0
+    card = ModelCard.load(tmp_path / "e" / "README.md")
+    assert not card.data.eval_results and card.data.license == "unknown"
+    assert "Unknown: exported without its run folder" in card.text and 'create_model("hf-hub:me/x"' in card.text

@@ -42,6 +42,8 @@ def test_train_evaluate_and_predict_on_a_hf_set(tmp_path, tiny_flags, capsys, la
     config = (out / "config.yaml").read_text()  # what was read is recorded, so that a rerun reads the same
     assert "hf_image_column: image" in config and "hf_label_column: label" in config
     assert "hf_test_split: test" in config
+    assert main(["export", str(out), "--to", str(tmp_path / "export")]) == 0
+    assert "data_root: null" in (tmp_path / "export" / "ssat-config.yaml").read_text()  # not this machine's path
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["acc1"] == pytest.approx(summary["test_acc1"])
@@ -131,6 +133,14 @@ def test_a_hub_id_reads_the_cache_and_the_run_pins_its_commit(tmp_path, tiny_fla
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(out)]) == 0  # the recorded revision is in the cache
     assert json.loads(capsys.readouterr().out)["data_root"] == "someone/tiny-set"  # a Hub id is not a path
+    # the export's card names the Hub data set (and its commit); its config keeps the id, a local folder is dropped
+    from huggingface_hub import ModelCard
+
+    from ssat.config import load_yaml
+    assert main(["export", str(out), "--to", str(tmp_path / "export")]) == 0
+    card = ModelCard.load(tmp_path / "export" / "README.md")
+    assert card.data.datasets == ["someone/tiny-set"] and f"revision {commit[:12]}" in card.text
+    assert load_yaml(tmp_path / "export" / "ssat-config.yaml")["data_root"] == "someone/tiny-set"
     line = run_error(capsys, ["train", *tiny_flags, *HF, "--data-root", "someone/tiny-set", "--hf-revision",
                               "f" * 40, "--out", str(tmp_path / "r2")])
     assert "not in the Hugging Face cache" in line and "--download" in line

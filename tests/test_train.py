@@ -237,7 +237,8 @@ def test_export_errors_and_push_to_a_hub_stand_in(tmp_path, tiny_flags, capsys, 
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     assert main(["export", str(out), "--to", str(tmp_path / "hub"), "--push-to-hub", "me/digits-vit"]) == 0
-    assert calls == [("create", "me/digits-vit"), ("upload", "me/digits-vit", ["config.json", "model.safetensors"])]
+    uploaded = ["README.md", "config.json", "model.safetensors", "ssat-config.yaml"]  # the card goes with the weights
+    assert calls == [("create", "me/digits-vit"), ("upload", "me/digits-vit", uploaded)]
     assert json.loads(capsys.readouterr().out)["hub"] == "hf-hub:me/digits-vit"
 
 

@@ -1,25 +1,32 @@
-"""`ssat export RUN --to DIR`: a trained model as a timm model folder (config.json + model.safetensors), so that
+"""`ssat export RUN --to DIR`: a trained model as a timm model folder (config.json + model.safetensors, a model
+card README.md and the run's ssat-config.yaml), so that
 `timm.create_model("local-dir:DIR", pretrained=True)` (or `hf-hub:USER/REPO` once pushed) rebuilds it with timm
 alone. The export is checked by reloading it through timm and comparing logits with ssat's own model."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Optional
 
 import timm
 import torch
 from safetensors import safe_open
 
+from ssat.config import save_yaml
 from ssat.data.transforms import eval_preprocessing
 from ssat.errors import UserError, first_line, need_extra
 from ssat.inference import load_classifier
 from ssat.methods import METHODS
+from ssat.modelcard import CONFIG_NAME, write_card
 from ssat.runs import RunDir
 
 
-def export(run: str, to: str, selected: bool = False) -> dict:
+def export(run: str, to: str, selected: bool = False, repo: Optional[str] = None, license: str = "unknown") -> dict:
+    """The timm folder, with a model card (README.md, numbers from the run's summary.json) and the run's config;
+    `repo`: the Hub repository it will be pushed to (named in the card's loading snippet)."""
     path = Path(run).expanduser()
     if path.is_dir():
         path = RunDir(path).selected_weights() if selected else RunDir(path).weights
@@ -62,7 +69,11 @@ def export(run: str, to: str, selected: bool = False) -> dict:
     if not math.isfinite(gap) or gap > 1e-5:
         raise UserError(f"the export in {out} does not reproduce the model's logits (max difference {gap:.2e}); "
                         f"do not use it, and report this with the run's config.yaml")
-    return {"run": str(path), "to": str(out), "timm": name, "classes": len(data["classes"]),
+    # the run's config, less where its data and run folder were on this machine (a Hub id is kept)
+    local_root = cfg.data_root and Path(cfg.data_root).expanduser().exists()
+    save_yaml(dataclasses.replace(cfg, out=None, data_root=None if local_root else cfg.data_root), out / CONFIG_NAME)
+    card = write_card(out, path, cfg, list(data["classes"]), data["in_chans"], selected, repo, license)
+    return {"run": str(path), "to": str(out), "timm": name, "classes": len(data["classes"]), "card": str(card),
             "crop_pct": data_config["crop_pct"], "max_logit_difference": gap}
 
 
@@ -97,7 +108,7 @@ def push(folder: str, repo: str, private: bool = False) -> str:
 
 
 def main(args) -> int:
-    result = export(args.run, args.to, args.selected)
+    result = export(args.run, args.to, args.selected, args.push_to_hub, args.license)
     if args.push_to_hub:
         result["hub"] = push(args.to, args.push_to_hub, args.private)
     print(json.dumps(result))
@@ -116,4 +127,6 @@ def add_parsers(sub) -> None:
                     help="export the validation-selected epoch (model-selected.safetensors; --best: its old name)")
     ex.add_argument("--push-to-hub", metavar="USER/REPO", help="also upload the folder to this Hub repository")
     ex.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    ex.add_argument("--license", default="unknown", help="the license the model card states (a Hub license id: "
+                    "mit, apache-2.0, cc-by-4.0, other, ...) [default: unknown]")
     ex.set_defaults(handler=main)
