@@ -27,7 +27,7 @@ from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DataBu
 from ssat.errors import UserError, first_line
 from ssat.options import opt
 
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # user/name (not ./x, /x or a deeper path)
 GRAY_MODES = ("1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L")
 
 
@@ -69,8 +69,8 @@ def _hub_snapshot(repo: str, revision: Optional[str], download: bool) -> Path:
     except Exception as e:  # not cached, no network, no such repository or revision
         at = f" at revision {revision}" if revision else ""
         if offline or not download:
-            raise UserError(f"--data-root {repo}: the Hub data set{at} is not in the Hugging Face cache; "
-                            f"{fetch}") from None
+            raise UserError(f"--data-root {repo}: no such folder, and the Hub data set {repo}{at} is not in the "
+                            f"Hugging Face cache; {fetch}") from None
         raise UserError(f"--data-root {repo}: the Hub data set{at} could not be fetched ({first_line(e, 100)}); "
                         f"check the name and the network") from None
 
