@@ -45,6 +45,19 @@ def test_each_field_rule_is_the_line_validate_gives(f):
     assert rule.problem(getattr(default, f.name)) is None  # the default meets its own rule
 
 
+REQUIRED = [f for f in dataclasses.fields(Config) if not str(f.type).startswith("Optional[") and f.default is not None]
+
+
+def test_an_option_that_must_have_a_value_refuses_null_and_the_others_take_it():
+    """`device: null` in a config file was taken as given and failed later with a traceback."""
+    assert {"device", "epochs", "lam", "dataset"} <= {f.name for f in REQUIRED}
+    for f in REQUIRED:
+        with pytest.raises(UserError, match=f"option '{f.name}' must be a .*, got null; give it a value"):
+            Config.from_dict({f.name: None}, source="c.yaml")
+    unset = [f.name for f in dataclasses.fields(Config) if str(f.type).startswith("Optional[")]
+    assert Config.from_dict({name: None for name in unset}).validate()
+
+
 def test_the_common_data_options_are_declared_once():
     from ssat.data.registry import CommonDataOptions, DataOptions
     common = {f.name for f in dataclasses.fields(CommonDataOptions)}

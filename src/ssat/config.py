@@ -214,9 +214,12 @@ class CoreConfig:
         """YAML gives `1e-3` as a string and `5` as an int: bring each value to its field's type."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            kind = str(f.type).replace("Optional[", "").rstrip("]")
+            if value is None:  # `device: null` in a YAML file: only options that may be unset take it
+                if not str(f.type).startswith("Optional[") and f.default is not None:
+                    raise UserError(f"{source}: option '{f.name}' must be a {kind}, got null; give it a value or "
+                                    f"leave it out (default: {f.default})")
                 continue
-            kind = f.type.replace("Optional[", "").rstrip("]")
             try:
                 if kind == "float":
                     value = float(value)
