@@ -91,6 +91,10 @@ def test_importing_config_loads_no_extension_the_entry_points_do(tmp_path):
         import ssat
         cfg = ssat.config(mark_level=3)  # the entry point loads the extension, its option is a field
         assert Path(sys.argv[1], "imported").exists() and cfg.mark_level == 3 and isinstance(cfg, Config)
+        import ssat.cli
+        # start-up stays lean: scikit-learn / SciPy (about 2 s) and datasets load only when a data set needs them
+        assert not {"sklearn", "scipy", "datasets"} & set(sys.modules), sorted({"sklearn", "scipy", "datasets"}
+                                                                               & set(sys.modules))
         print("ok")
     ''')
     env = {**os.environ, "SSAT_PLUGINS": "markplug",

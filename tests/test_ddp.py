@@ -11,6 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import tiny_model  # noqa: F401 (registers vit_test, as ddp_entry.py does in the torchrun workers)
+from ssat.cli import main
+
 ENTRY = str(Path(__file__).parent / "ddp_entry.py")
 
 # No randomness that differs between one process and two: no augmentation, no drop-path, scratch (no masks).
@@ -33,9 +36,15 @@ def torchrun(nproc: int, args: list[str], tmp_path: Path, **extra_env: str) -> s
 
 
 def single(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, ENTRY, *args], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=300)
+    """The same command as one plain process: run in this one (a new process costs seconds of imports), on one
+    thread as each torchrun worker."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(args)
+    finally:
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(args, code, "", "")
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ Split: a fixed stratified 80/20 train/test split (seed 0, independent of --seed)
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from ssat.data.registry import ArrayDataset, DataBundle, register_dataset
 
@@ -17,6 +15,9 @@ SPLIT_SEED = 0
 
 @register_dataset("digits", "scikit-learn 8x8 digits, bundled (offline default)")
 def load(root, download, options) -> DataBundle:
+    # imported here: scikit-learn (with SciPy) adds about 2 s to every `ssat` command's start-up
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     labels = digits.target.astype(int)
