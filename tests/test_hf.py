@@ -96,6 +96,20 @@ def test_several_image_sizes_are_decoded_per_item(tmp_path):
     assert [data.train[i][0].size for i in range(3)] == sizes and data.train[2][1] == 1
 
 
+def test_a_set_of_several_sizes_trains_on_the_pil_path_and_its_items_survive_worker_pickling(tmp_path, tiny_flags):
+    import pickle
+    sizes = [(16, 16), (20, 12), (9, 30), (24, 24), (12, 12), (30, 18)]
+    root = _save(tmp_path / "d", train=hf_split([0, 1, 2, 0, 1, 2], size=sizes),
+                 test=hf_split([0, 1, 2], size=sizes[:3], seed=1))
+    data = _load(root)
+    copy = pickle.loads(pickle.dumps(data.train))  # what a DataLoader worker receives
+    assert np.array_equal(np.asarray(copy[4][0]), np.asarray(data.train[4][0])) and copy[4][1] == 1
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, *HF, "--data-root", str(root), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data_path"] == "pil" and summary["n_test"] == 3
+
+
 def test_integer_labels_splits_and_subsets(tmp_path, tiny_flags):
     """Plain integer labels: the classes are the training values, sorted; the test split defaults to
     'validation' when there is none called 'test'; 'train+validation' joins splits; --per-class picks from them."""
