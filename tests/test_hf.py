@@ -170,6 +170,8 @@ def test_a_hub_id_not_in_the_cache_is_one_line(tmp_path, tiny_flags, monkeypatch
 
 @pytest.mark.parametrize("case, expected", [
     ("missing image column", "--hf-image-column pic: no such column (columns: image, label)"),
+    ("no label column", "no column has a ClassLabel feature and none is named 'label' (columns: image, y); pass "
+                        "--hf-label-column"),
     ("string labels", "label column 'label' holds string values, not integer or ClassLabel labels"),
     ("empty split", "split 'test' of the data set has no rows"),
     ("empty parquet split", "split 'test' of the data set has no rows"),
@@ -181,6 +183,8 @@ def test_bad_input_is_one_line_naming_the_column_or_row(tmp_path, tiny_flags, ca
     train, test, flags = hf_split([0, 1, 0], ("a", "b")), hf_split([0, 1], ("a", "b"), seed=1), []
     if case == "missing image column":
         flags = ["--hf-image-column", "pic"]
+    elif case == "no label column":
+        train, test = (hf_split(y, ("a", "b"), label_column="y", label_feature="int") for y in ([0, 1, 0], [0, 1]))
     elif case == "string labels":
         train, test = (hf_split(y, ("a", "b"), label_feature="string") for y in ([0, 1, 0], [0, 1]))
     elif case == "empty split":

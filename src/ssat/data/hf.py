@@ -143,20 +143,28 @@ def _split(splits, name: str, flag: str):
     return split
 
 
+def _find_column(split, given: Optional[str], flag: str, feature_type, what: str,
+                 fallback: Optional[str] = None) -> str:
+    """The column `given`, else the one column whose feature is a `feature_type` (else `fallback`, if present)."""
+    features = split.features
+    if given:
+        if given not in features:
+            raise UserError(f"{flag} {given}: no such column (columns: {', '.join(features)})")
+        return given
+    found = [c for c, f in features.items() if isinstance(f, feature_type)]
+    if len(found) == 1:
+        return found[0]
+    if not found and fallback in features:
+        return fallback
+    how = "no column has" if not found else f"{len(found)} columns ({', '.join(found)}) have"
+    named = f" and none is named '{fallback}'" if fallback and not found else ""
+    raise UserError(f"{how} {what} feature{named} (columns: {', '.join(features)}); pass {flag}")
+
+
 def _image_column(split, options) -> str:
     ds = _datasets()
-    features = split.features
-    if options.hf_image_column:
-        name = options.hf_image_column
-        if name not in features:
-            raise UserError(f"--hf-image-column {name}: no such column (columns: {', '.join(features)})")
-    else:
-        found = [c for c, f in features.items() if isinstance(f, ds.Image)]
-        if len(found) != 1:
-            how = "no column has" if not found else f"{len(found)} columns ({', '.join(found)}) have"
-            raise UserError(f"{how} an Image feature (columns: {', '.join(features)}); pass --hf-image-column")
-        name = found[0]
-    feature = features[name]
+    name = _find_column(split, options.hf_image_column, "--hf-image-column", ds.Image, "an Image")
+    feature = split.features[name]
     if not (isinstance(feature, ds.Image) or (isinstance(feature, dict) and {"bytes", "path"} <= set(feature))):
         raise UserError(f"column '{name}' holds {type(feature).__name__} values, not images; pass "
                         f"--hf-image-column naming the column with an Image feature")
@@ -166,21 +174,8 @@ def _image_column(split, options) -> str:
 def _label_column(split, options) -> tuple[str, Optional[list[str]]]:
     """-> (column, class names from its ClassLabel, or None for plain integers)."""
     ds = _datasets()
-    features = split.features
-    if options.hf_label_column:
-        name = options.hf_label_column
-        if name not in features:
-            raise UserError(f"--hf-label-column {name}: no such column (columns: {', '.join(features)})")
-    else:
-        found = [c for c, f in features.items() if isinstance(f, ds.ClassLabel)]
-        if len(found) > 1:
-            raise UserError(f"{len(found)} columns have a ClassLabel feature ({', '.join(found)}); pass "
-                            f"--hf-label-column")
-        name = found[0] if found else "label" if "label" in features else None
-        if name is None:
-            raise UserError(f"no column has a ClassLabel feature and none is named 'label' (columns: "
-                            f"{', '.join(features)}); pass --hf-label-column")
-    feature = features[name]
+    name = _find_column(split, options.hf_label_column, "--hf-label-column", ds.ClassLabel, "a ClassLabel", "label")
+    feature = split.features[name]
     if isinstance(feature, ds.ClassLabel):
         return name, list(feature.names)
     if isinstance(feature, ds.Value) and feature.dtype.startswith(("int", "uint")):
@@ -292,12 +287,11 @@ def load(root, download, options) -> DataBundle:
                         f"--hf-test-split")
     train = _split(splits, options.hf_train_split, "--hf-train-split")
     test = _split(splits, test_name, "--hf-test-split")
-    image_col, label_col = _image_column(train, options), _label_column(train, options)[0]
+    image_col, (label_col, names) = _image_column(train, options), _label_column(train, options)
     missing = next((c for c in (image_col, label_col) if c not in test.features), None)
     if missing:
         raise UserError(f"split '{test_name}' has no column '{missing}' (columns: {', '.join(test.features)}); "
                         f"give every split the same columns")
-    _, names = _label_column(train, options)
     index = None
     if names is None:  # plain integers: the classes are the training split's values, sorted
         values = sorted(set(train[label_col]) - {None})
