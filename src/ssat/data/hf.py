@@ -257,20 +257,31 @@ def _scan(split, column: str, name: str, on_bad: str, log) -> tuple[list[int], l
     return rows, sizes, modes
 
 
-def _decode_all(split, column: str, rows: list[int], mode: str, name: str, on_bad: str, log):
-    """-> (uint8 array (N, H, W[, C]), rows kept): every image decoded once by the files' decoder."""
-    images, kept = [], []
-    for row in rows:
-        try:
-            images.append(np.asarray(decode(_source(split[row][column]), mode)))
-            kept.append(row)
-        except BAD_IMAGE_ERRORS as e:  # a header that opens but pixels that do not decode
-            if on_bad != "skip":
-                raise bad_row(name, column, row, e) from None
-            (log or _stderr)(f"--on-bad-image skip: left out row {row} of split '{name}' (its pixels do not decode)")
-    if not images:
-        raise UserError(f"no readable image is left in split '{name}'; check the data set")
-    return np.stack(images), kept
+@dataclass
+class _Read:
+    """One split as read: its rows with a readable header, their sizes, modes and labels."""
+    split: object
+    name: str
+    rows: list
+    sizes: list
+    modes: list
+    labels: list
+
+    def in_memory(self, column: str, mode: str, options) -> tuple[ArrayDataset, list[int]]:
+        """Every image decoded once by the files' decoder into one uint8 array (the in-memory path)."""
+        images, labels = [], []
+        for row, label in zip(self.rows, self.labels):
+            try:
+                images.append(np.asarray(decode(_source(self.split[row][column]), mode)))
+                labels.append(label)
+            except BAD_IMAGE_ERRORS as e:  # a header that opens but pixels that do not decode
+                if options.on_bad_image != "skip":
+                    raise bad_row(self.name, column, row, e) from None
+                (options.log or _stderr)(f"--on-bad-image skip: left out row {row} of split '{self.name}' (its "
+                                         f"pixels do not decode)")
+        if not images:
+            raise UserError(f"no readable image is left in split '{self.name}'; check the data set")
+        return ArrayDataset(np.stack(images), labels), labels
 
 
 @register_dataset("hf", "a Hugging Face data set: a save_to_disk folder, a folder of parquet files (data/train-*) "
@@ -296,37 +307,25 @@ def load(root, download, options) -> DataBundle:
     if names is None:  # plain integers: the classes are the training split's values, sorted
         values = sorted(set(train[label_col]) - {None})
         index, names = {v: i for i, v in enumerate(values)}, [str(v) for v in values]
-    decoded = _datasets().Image(decode=False)
+    decoded = _datasets().Image(decode=False)  # the bytes, for the files' decoder
     wanted = {"train": (train, options.hf_train_split), "test": (test, test_name)}
-    parts = {}
+    reads = {}
     for key, (split, name) in wanted.items():
-        split = split.cast_column(image_col, decoded)
-        labels = _labels(split, label_col, name, names, index)
-        if key not in options.splits:  # evaluation reads the test split only
-            parts[key] = (ArrayDataset(np.zeros((0, 1, 1), np.uint8), []), [])
-            continue
-        rows, sizes, modes = _scan(split, image_col, name, options.on_bad_image, options.log)
-        parts[key] = (split, rows, sizes, modes, [labels[r] for r in rows], name)
-    present = [p for p in parts.values() if len(p) > 2]
-    modes = {m for p in present for m in p[3]}
+        if key in options.splits:  # evaluation reads the test split only
+            split = split.cast_column(image_col, decoded)
+            labels = _labels(split, label_col, name, names, index)
+            rows, sizes, modes = _scan(split, image_col, name, options.on_bad_image, options.log)
+            reads[key] = _Read(split, name, rows, sizes, modes, [labels[r] for r in rows])
+    modes = {m for r in reads.values() for m in r.modes}
     mode = "L" if modes and all(m in GRAY_MODES for m in modes) else "RGB"
-    sizes = {s for p in present for s in p[2]}
     chans = 1 if mode == "L" else 3
-    one_size = len(sizes) == 1 and sum(len(p[1]) for p in present) * np.prod(next(iter(sizes))) * chans <= MAX_BYTES
-    built = {}
-    for key, part in parts.items():
-        if len(part) == 2:
-            built[key] = part
-            continue
-        split, rows, _, _, labels, name = part
-        if one_size:
-            array, kept = _decode_all(split, image_col, rows, mode, name, options.on_bad_image, options.log)
-            if len(kept) != len(rows):
-                label_of = dict(zip(rows, labels))
-                labels = [label_of[r] for r in kept]
-            built[key] = (ArrayDataset(array, labels), labels)
-        else:
-            built[key] = (HFImages(split, image_col, labels, mode, name, rows), labels)
+    sizes = {s for r in reads.values() for s in r.sizes}
+    one_size = len(sizes) == 1 and sum(len(r.rows) for r in reads.values()) * np.prod(next(iter(sizes))) * chans \
+        <= MAX_BYTES
+    built = {key: (ArrayDataset(np.zeros((0, 1, 1), np.uint8), []), []) for key in wanted}
+    for key, r in reads.items():
+        built[key] = r.in_memory(image_col, mode, options) if one_size else \
+            (HFImages(r.split, image_col, r.labels, mode, r.name, r.rows), r.labels)
     train_set, train_labels = built["train"]
     if one_size and "train" in options.splits:
         mean, std = array_stats(train_set.images)
@@ -334,8 +333,7 @@ def load(root, download, options) -> DataBundle:
         mean, std = (float(np.mean(IMAGENET_MEAN)),), (float(np.mean(IMAGENET_STD)),)
     else:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
-    read = ", ".join(f"{key} split '{wanted[key][1]}' ({len(built[key][1])} rows)" for key in built
-                     if key in options.splits)
+    read = ", ".join(f"{key} split '{r.name}' ({len(built[key][1])} rows)" for key, r in reads.items())
     if options.log:  # (evaluation prints JSON alone)
         options.log(f"hf: {source}, {read}, columns '{image_col}' / '{label_col}', {len(names)} classes, "
                     + (f"one image size {next(iter(sizes))} (in memory)" if one_size else
