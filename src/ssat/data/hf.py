@@ -88,7 +88,7 @@ def _open(root: Path, options, download: bool):
         source = f"hf-hub:{root}@{folder.name}"
     else:
         folder, source = root, str(root.resolve())
-    quiet = ds.is_progress_bar_enabled()
+    bars_were_on = ds.is_progress_bar_enabled()
     ds.disable_progress_bars()  # "Generating train split" bars: ssat's own log line says what was read
     try:
         if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
@@ -108,7 +108,7 @@ def _open(root: Path, options, download: bool):
         raise UserError(f"--data-root {root}: not a data set `datasets` can read ({type(e).__name__}: "
                         f"{first_line(e, 140)}); use a save_to_disk folder or the Hub's parquet layout") from None
     finally:
-        if quiet:
+        if bars_were_on:
             ds.enable_progress_bars()
     if not isinstance(splits, ds.DatasetDict):
         raise UserError(f"{folder} holds one split without a name; save a DatasetDict "
