@@ -13,6 +13,11 @@ from typing import Optional
 from ssat.errors import UserError, first_line
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it, read now (a test or a user may set it after import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def is_named(spec: Optional[str]) -> bool:
     return spec is not None and (spec == "timm" or spec.startswith(("timm:", "hf-hub:")))
 
@@ -48,7 +53,7 @@ def fetch(spec: str, timm_name: Optional[str]) -> tuple[str, Path]:
     """-> (resolved name, the weights file in the Hugging Face cache), downloading it once when online."""
     from huggingface_hub import hf_hub_download
     resolved, repo = repo_of(spec, timm_name)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    offline = hub_offline()
     try:
         path = hf_hub_download(repo, "model.safetensors", cache_dir=os.environ.get("HF_HUB_CACHE") or None,
                                local_files_only=offline)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -228,26 +227,17 @@ def build_model(cfg, *, num_classes: int, in_chans: int, frames: int = 0) -> SSA
     return model
 
 
-def weights_file(path: str) -> Optional[Path]:
-    """The file `load_encoder_weights(path)` reads (a run directory's model.safetensors, a local-dir's weights)."""
-    p = Path(path[len("local-dir:"):] if path.startswith("local-dir:") else path).expanduser()
-    if p.is_dir():
-        names = ("model.safetensors", "checkpoint-last.pt", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-        return next((p / n for n in names if (p / n).is_file()), None)
-    return p if p.is_file() else None
-
-
 def load_pretrained_encoder(backbone: nn.Module, path: str, sha256: Optional[str] = None) -> tuple[str, str]:
     """Copy pre-trained encoder weights (timm / Hub weights by name, a ssat run, a timm checkpoint file, or
     local-dir:FOLDER) into `backbone`, every tensor but the classifier head, which keeps its fresh initialisation
     (the class count may differ). timm ViT weights for another image size or patch size are resampled as timm does
     when it loads them. -> (the weights' resolved name, their file's SHA-256), checked against `sha256` if given."""
-    from ssat.runs import load_encoder_weights
+    from ssat.runs import encoder_weights_file, load_encoder_weights
     given = path
     if is_named(path):
         given, file = fetch(path, getattr(backbone, "timm_name", None))
         path = str(file)
-    file = weights_file(path)
+    file = encoder_weights_file(path)
     digest = file_sha256(file) if file is not None else None
     if sha256 is not None and digest is not None and digest != sha256:
         raise UserError(f"--pretrained {given}: its weights file has SHA-256 {digest[:12]}..., but this run records "

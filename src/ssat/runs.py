@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -320,17 +320,32 @@ def load_trained(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"config": state["config"], "data": state["data"]}
 
 
+TIMM_FOLDER_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def encoder_weights_file(path: str) -> Optional[Path]:
+    """The file `load_encoder_weights(path)` reads (what a run's pretrained_sha256 hashes); None if there is none."""
+    if path.startswith("local-dir:"):
+        folder = Path(path[len("local-dir:"):]).expanduser()
+        return next((folder / n for n in TIMM_FOLDER_FILES if (folder / n).is_file()), None)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        try:
+            return resolve_checkpoint(p, prefer=WEIGHTS)
+        except UserError:
+            return None
+    return p if p.is_file() else None
+
+
 def load_encoder_weights(path: str) -> dict[str, torch.Tensor]:
     """Encoder weights in timm key names from a ssat run / model.safetensors / checkpoint-last.pt, a timm
     checkpoint file (.safetensors, or .pth / .bin / .pt read with weights_only=True), or `local-dir:FOLDER`."""
     if path.startswith("local-dir:"):
-        folder = Path(path[len("local-dir:"):]).expanduser()
-        found = [folder / n for n in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-                 if (folder / n).is_file()]
-        if not found:
-            raise UserError(f"--pretrained {path}: {folder} holds no model.safetensors or pytorch_model.bin; "
-                            f"point it at a timm model folder")
-        path = str(found[0])
+        found = encoder_weights_file(path)
+        if found is None:
+            raise UserError(f"--pretrained {path}: {path[len('local-dir:'):]} holds no model.safetensors or "
+                            f"pytorch_model.bin; point it at a timm model folder")
+        path = str(found)
     p = Path(path).expanduser()
     if p.is_dir() or p.name == CHECKPOINT:
         return load_trained(p)[0]

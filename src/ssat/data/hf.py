@@ -25,6 +25,7 @@ from ssat.data.files import BAD_IMAGE_ERRORS, decode
 from ssat.data.memory import MAX_BYTES
 from ssat.data.registry import IMAGENET_MEAN, IMAGENET_STD, ArrayDataset, DataBundle, array_stats, register_dataset
 from ssat.errors import UserError, first_line
+from ssat.hubweights import hub_offline
 from ssat.options import opt
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # user/name (not ./x, /x or a deeper path)
@@ -58,7 +59,7 @@ def _datasets():
 def _hub_snapshot(repo: str, revision: Optional[str], download: bool) -> Path:
     """The Hub data set's files in the Hugging Face cache (fetched there with --download)."""
     from huggingface_hub import snapshot_download
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    offline = hub_offline()
     fetch = (f"add --download to fetch it (or `huggingface-cli download --repo-type dataset {repo}`)"
              if not offline else f"unset HF_HUB_OFFLINE and add --download, or run `huggingface-cli download "
                                  f"--repo-type dataset {repo}` where the Hub is reachable")
