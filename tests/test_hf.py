@@ -235,3 +235,12 @@ def test_grayscale_sets_of_several_sizes_can_be_made_rgb(tmp_path):
     data = load_for(Config.from_dict({"dataset": "hf", "data_root": str(root), "gray_to_rgb": True}))
     assert data.in_chans == 3 and data.train[1][0].mode == "RGB" and data.train[1][0].size == (12, 20)
     assert Image.open  # PIL is what the items are
+
+
+def test_a_validation_split_is_held_out_of_an_hf_training_split(tmp_path, tiny_flags):
+    root = write_hf(tmp_path / "d", per_class=4)
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags, *HF, "--data-root", str(root), "--val-per-class", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n_train"], summary["n_val"], summary["n_test"]) == (9, 3, 6)
+    assert summary["selected_epoch"] == 1 and summary["test_acc1_selected"] is not None
